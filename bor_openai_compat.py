@@ -1,0 +1,1507 @@
+# MIT License
+#
+# Copyright (c) 2026 The bor_openai_compat authors
+#
+# Permission is hereby granted, free of charge, to any person obtaining a copy
+# of this software and associated documentation files (the "Software"), to deal
+# in the Software without restriction, including without limitation the rights
+# to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+# copies of the Software, and to permit persons to whom the Software is
+# furnished to do so, subject to the following conditions:
+#
+# The above copyright notice and this permission notice shall be included in
+# all copies or substantial portions of the Software.
+#
+# THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+# IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+# FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+# AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+# LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+# OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+# SOFTWARE.
+"""A small synchronous client for any OpenAI-compatible Chat Completions API.
+
+Works with Ollama, LM Studio, vLLM, llama.cpp, LiteLLM, OpenRouter-style
+gateways and OpenAI itself, and says exactly what is wrong when something is.
+
+Usage::
+
+    >>> from bor_openai_compat import Client
+    >>> client = Client("http://localhost:11434/v1", model="llama3.2")
+    >>> print(client.chat("Say hello in French."))
+    Bonjour !
+    >>> for delta in client.stream("Count to five."):
+    ...     print(delta.text, end="", flush=True)
+"""
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import json
+import logging
+import os
+import random
+import re
+import socket
+import stat
+import time
+from typing import Any, Iterable, Iterator
+
+import requests
+import urllib3
+
+import sseclient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ChatResult",
+    "ChatStream",
+    "StreamDelta",
+    "ToolCall",
+    "build_chat_payload",
+    "image_data_url",
+    "image_part",
+    "tool_message",
+    "OpenAICompatError",
+    "ConfigurationError",
+    "InvalidImage",
+    "ConnectionFailed",
+    "ConnectionRefused",
+    "Timeout",
+    "APIError",
+    "AuthenticationError",
+    "UnknownModel",
+    "EndpointNotFound",
+    "BadRequest",
+    "VisionNotSupported",
+    "RateLimited",
+    "ServerError",
+    "StreamingNotSupported",
+    "StreamInterrupted",
+    "InvalidResponse",
+]
+
+log = logging.getLogger(__name__)
+
+# -- Constants ---------------------------------------------------------------
+
+#: Where the usual local servers listen, for messages and ``doctor``.
+LOCAL_SERVERS = (
+    ("Ollama", "http://localhost:11434/v1"),
+    ("LM Studio", "http://localhost:1234/v1"),
+    ("llama.cpp", "http://localhost:8080/v1"),
+    ("vLLM", "http://localhost:8000/v1"),
+    ("LiteLLM", "http://localhost:4000/v1"),
+)
+
+DEFAULT_TIMEOUT = 600.0  # a local server may load a model on the first request
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+_RETRY_STATUSES = frozenset((408, 409, 429, 500, 502, 503, 504))
+_RETRY_BASE = 0.5  # seconds before the first retry; doubles each time
+_RETRY_MAX_WAIT = 8.0  # cap of our own backoff
+_RETRY_AFTER_CAP = 60.0  # a server asking for a longer wait is not waited for
+_READ_SIZE = 65536
+_ERROR_BODY_LIMIT = 1 << 20  # an error page bigger than this is cut
+_USER_AGENT = "bor-openai-compat/" + __version__
+
+# -- Exceptions --------------------------------------------------------------
+
+
+class OpenAICompatError(Exception):
+    """Root of every error raised by this module."""
+
+
+class ConfigurationError(OpenAICompatError, ValueError):
+    """The client is set up wrongly (no base URL, a bad scheme, no model)."""
+
+
+class InvalidImage(OpenAICompatError, ValueError):
+    """An image source cannot be read or is not an image."""
+
+
+class ConnectionFailed(OpenAICompatError):
+    """The server could not be reached (DNS failure, reset, TLS, dropped)."""
+
+
+class ConnectionRefused(ConnectionFailed):
+    """Nothing listens at the host and port of the base URL."""
+
+
+class Timeout(OpenAICompatError):
+    """The server did not connect, answer or finish in time."""
+
+
+class APIError(OpenAICompatError):
+    """The server answered with an error.
+
+    :ivar status_code: the HTTP status (``None`` for an error event in a stream).
+    :ivar message: the server's own error message.
+    :ivar code: the server's error code, if it sent one.
+    :ivar body: the decoded error body (JSON value or text).
+    """
+
+    status_code: int | None = None
+    message: str = ""
+    code: Any = None
+    body: Any = None
+
+
+class AuthenticationError(APIError):
+    """The API key is missing or was rejected (401/403)."""
+
+
+class UnknownModel(APIError):
+    """The endpoint does not serve the requested model.
+
+    :ivar model: the name that was asked for.
+    :ivar available: the names the server serves, when it could list them.
+    :ivar suggestion: the closest served name, or ``None``.
+    """
+
+    model: str | None = None
+    available: list | None = None
+    suggestion: str | None = None
+
+
+class EndpointNotFound(APIError):
+    """The URL does not exist on the server, usually a base URL missing ``/v1``."""
+
+
+class BadRequest(APIError):
+    """The server rejected the request as invalid."""
+
+
+class VisionNotSupported(BadRequest):
+    """The model or server does not accept image input."""
+
+
+class RateLimited(APIError):
+    """Too many requests (429); ``retry_after`` is the wait the server asked for."""
+
+    retry_after: float | None = None
+
+
+class ServerError(APIError):
+    """The server failed (5xx)."""
+
+
+class StreamingNotSupported(OpenAICompatError):
+    """The endpoint does not stream the OpenAI way.
+
+    :ivar result: the complete :class:`ChatResult` when the server answered
+        in one piece instead, else ``None``.
+    """
+
+    result: ChatResult | None = None
+
+
+class StreamInterrupted(OpenAICompatError):
+    """The stream broke after it started.
+
+    :ivar partial: the :class:`ChatResult` accumulated before the break.
+    """
+
+    partial: ChatResult | None = None
+
+
+class InvalidResponse(OpenAICompatError):
+    """A success status with a body that is not what the API promises."""
+
+
+# -- Results -----------------------------------------------------------------
+
+
+class ToolCall:
+    """One function call the model asked for."""
+
+    __slots__ = ("id", "type", "name", "arguments")
+
+    def __init__(self, id: str | None, name: str, arguments: str, type: str = "function"):
+        self.id = id
+        self.type = type
+        self.name = name
+        #: The arguments as the JSON text the model wrote.
+        self.arguments = arguments
+
+    def json(self) -> Any:
+        """Parse :attr:`arguments`; ``""`` counts as ``{}``.
+
+        :raises InvalidResponse: the model wrote arguments that are not JSON.
+        """
+        if not self.arguments.strip():
+            return {}
+        try:
+            return json.loads(self.arguments)
+        except ValueError as exc:
+            raise InvalidResponse(
+                "tool call %r (id %s) has arguments that are not valid JSON (%s): %s"
+                % (self.name, self.id, exc, _clip(self.arguments))
+            ) from exc
+
+    def to_dict(self) -> dict:
+        """The call in the shape an assistant message carries it."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ToolCall) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return "ToolCall(id=%r, name=%r, arguments=%r)" % (self.id, self.name, self.arguments)
+
+
+class ChatResult:
+    """A complete answer. ``str(result)`` is its text."""
+
+    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "model", "raw")
+
+    def __init__(
+        self,
+        text: str = "",
+        *,
+        reasoning: str = "",
+        tool_calls: list | None = None,
+        finish_reason: str | None = None,
+        usage: dict | None = None,
+        model: str | None = None,
+        raw: Any = None,
+    ):
+        self.text = text
+        self.reasoning = reasoning
+        self.tool_calls = tool_calls or []
+        self.finish_reason = finish_reason
+        self.usage = usage
+        self.model = model
+        #: The decoded JSON answer (for a stream: one built from its chunks).
+        self.raw = raw
+
+    @property
+    def message(self) -> dict:
+        """The assistant message to append to a conversation."""
+        message = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        return message
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return "ChatResult(text=%r, finish_reason=%r, model=%r)" % (
+            _clip(self.text, 60),
+            self.finish_reason,
+            self.model,
+        )
+
+
+class StreamDelta:
+    """One chunk of a stream.
+
+    ``text`` and ``reasoning`` are ``""`` when the chunk has none; ``tool_calls``
+    holds the raw tool-call fragments of this chunk (the merged calls are in
+    ``stream.result.tool_calls``); ``raw`` is the decoded chunk.
+    """
+
+    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "raw")
+
+    def __init__(self, text="", reasoning="", tool_calls=(), finish_reason=None, usage=None, raw=None):
+        self.text = text
+        self.reasoning = reasoning
+        self.tool_calls = tool_calls
+        self.finish_reason = finish_reason
+        self.usage = usage
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return "StreamDelta(text=%r, finish_reason=%r)" % (self.text, self.finish_reason)
+
+
+# -- Public API --------------------------------------------------------------
+
+
+class Client:
+    """A connection to one OpenAI-compatible endpoint.
+
+    :param base_url: the URL before ``/chat/completions``, such as
+        ``http://localhost:11434/v1``; default ``$OPENAI_BASE_URL``.
+    :param api_key: sent as ``Authorization: Bearer``; default
+        ``$OPENAI_API_KEY``; local servers usually need none.
+    :param model: the default model; default ``$OPENAI_MODEL``.
+    :param timeout: seconds to wait for the server between bytes of an answer.
+    :param connect_timeout: seconds to wait for a connection.
+    :param stream_timeout: an overall limit in seconds for reading one stream
+        (``None``: no limit beyond ``timeout`` between reads).
+    :param max_retries: how often a failed connection or a 408/409/429/5xx
+        answer is retried, with exponential backoff.
+    :param headers: extra headers for every request.
+    :param session: a :class:`requests.Session` to use; it is not closed by us.
+    :param max_image_bytes: the largest image accepted in ``images=``.
+    :raises ConfigurationError: no base URL, or one that is not http(s).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        stream_timeout: float | None = None,
+        max_retries: int = 2,
+        headers: dict | None = None,
+        session: requests.Session | None = None,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    ):
+        self.base_url = _normalize_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
+        self._api_key = _check_api_key(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
+        self.model = model or os.environ.get("OPENAI_MODEL") or None
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.stream_timeout = stream_timeout
+        self.max_retries = max_retries
+        self.max_image_bytes = max_image_bytes
+        self.headers = {"User-Agent": _USER_AGENT, "Content-Type": "application/json"}
+        self.headers.update(headers or {})
+        self._own_session = session is None
+        self.session = session if session is not None else requests.Session()
+
+    def chat(
+        self,
+        messages: str | list,
+        *,
+        model: str | None = None,
+        images: Iterable | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> ChatResult:
+        """Send a conversation and return the complete answer.
+
+        :param messages: a string (one user message) or a list of message dicts.
+        :param images: image sources added to the last user message.
+        :param timeout: overrides the client's read timeout for this call.
+        :param params: go into the JSON payload as they are (``temperature``,
+            ``max_tokens``, ``tools``, vendor extras).
+        """
+        call = self._call(messages, model, images, params, stream=False)
+        response = self._send("POST", "/chat/completions", call, timeout)
+        with response:
+            body = _read_body(response, timeout or self.timeout)
+        if _is_event_stream(response, body):
+            # Some servers stream even when asked not to: read it all.
+            return ChatStream(self, response, call, None, chunks=(body,)).result
+        return self._completion(response, body, call)
+
+    def stream(
+        self,
+        messages: str | list,
+        *,
+        model: str | None = None,
+        images: Iterable | None = None,
+        timeout: float | None = None,
+        stream_timeout: float | None = None,
+        **params: Any,
+    ) -> ChatStream:
+        """Send a conversation and stream the answer as :class:`StreamDelta` s.
+
+        The request is made here, so an HTTP error raises at once. Use the
+        stream as a context manager, or iterate it to the end, so that its
+        connection is released.
+
+        :param stream_timeout: overall seconds the stream may take.
+        :raises StreamingNotSupported: the endpoint answered without streaming
+            (the complete answer, if any, is in ``.result``).
+        """
+        call = self._call(messages, model, images, params, stream=True)
+        limit = stream_timeout if stream_timeout is not None else self.stream_timeout
+        deadline = time.monotonic() + limit if limit is not None else None
+        response = self._send("POST", "/chat/completions", call, timeout, deadline=limit)
+        ctype = response.headers.get("Content-Type", "")
+        if "text/event-stream" in ctype:
+            return ChatStream(self, response, call, deadline)
+        with response:
+            body = _read_body(response, timeout or self.timeout)
+        if _is_event_stream(response, body):  # SSE under another content type
+            return ChatStream(self, response, call, deadline, chunks=(body,))
+        error = StreamingNotSupported(
+            "%s does not stream the OpenAI way: it answered with %s instead of "
+            "text/event-stream; the complete answer is in .result (or use chat())"
+            % (_safe_url(self.base_url), ctype or "no content type")
+        )
+        error.result = self._completion(response, body, call)
+        raise error
+
+    def models(self, *, timeout: float | None = None) -> list:
+        """Return the ids of the models the endpoint serves."""
+        response = self._send("GET", "/models", _Call(None, None), timeout)
+        with response:
+            body = _read_body(response, timeout or self.timeout)
+        data = _decode_json(response, body)
+        items = data.get("data", data.get("models")) if isinstance(data, dict) else data
+        if items is None:  # Ollama with no models pulled says "data": null
+            return []
+        if not isinstance(items, list):
+            raise InvalidResponse(
+                "GET %s/models returned no model list: %s" % (self.base_url, _clip(body))
+            )
+        ids = []
+        for item in items:
+            if isinstance(item, dict):
+                item = item.get("id") or item.get("name") or item.get("model")
+            if isinstance(item, str):
+                ids.append(item)
+        return ids
+
+    def close(self) -> None:
+        """Close the HTTP session, unless it was the caller's."""
+        if self._own_session:
+            self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "Client(base_url=%r, model=%r%s)" % (
+            _safe_url(self.base_url),
+            self.model,
+            ", api_key=***" if self._api_key else "",
+        )
+
+    # -- Internals of the client --
+
+    def _call(self, messages, model, images, params, *, stream):
+        model = model or self.model
+        if not model:
+            raise ConfigurationError(
+                "no model given: pass model= to Client() or to the call, or set "
+                "OPENAI_MODEL (client.models() lists what %s serves)" % _safe_url(self.base_url)
+            )
+        if images is not None:
+            images = [image_part(image, max_bytes=self.max_image_bytes) for image in images]
+        payload = build_chat_payload(messages, model=model, stream=stream, images=images, **params)
+        has_images = any(
+            isinstance(m.get("content"), list)
+            and any(isinstance(p, dict) and p.get("type") == "image_url" for p in m["content"])
+            for m in payload["messages"]
+        )
+        # The payload dict is dropped once it is text, so a big image is held
+        # as base64 text once, not twice.
+        body = _dumps(payload).encode("utf-8")
+        del payload
+        return _Call(body, model, stream=stream, images=has_images)
+
+    def _send(self, method, path, call, timeout, *, deadline=None):
+        """Make a request, retrying what may be retried; return a 2xx response."""
+        url = self.base_url + path
+        read_timeout = timeout if timeout is not None else self.timeout
+        if deadline is not None:
+            read_timeout = min(read_timeout, deadline)
+        headers = dict(self.headers)
+        headers["Accept"] = "text/event-stream" if call.stream else "application/json"
+        if self._api_key:
+            headers["Authorization"] = "Bearer " + self._api_key
+        attempt = 0
+        while True:
+            try:
+                log.debug("%s %s (attempt %d)", method, _safe_url(url), attempt + 1)
+                response = self.session.request(
+                    method,
+                    url,
+                    data=call.body,
+                    headers=headers,
+                    timeout=(self.connect_timeout, read_timeout),
+                    stream=True,
+                )
+            except requests.RequestException as exc:
+                error = _network_error(exc, url, self.connect_timeout, read_timeout)
+                retry = not isinstance(error, ConnectionRefused) or not _is_loopback(url)
+                if isinstance(exc, requests.ReadTimeout):
+                    retry = False  # the server may still be working on it
+                wait = None
+            else:
+                if response.status_code < 400:
+                    return response
+                error = self._api_error(response, call)
+                retry = response.status_code in _RETRY_STATUSES and type(error) in (
+                    APIError,
+                    RateLimited,
+                    ServerError,
+                )
+                wait = getattr(error, "retry_after", None)
+                if wait is not None and wait > _RETRY_AFTER_CAP:
+                    retry = False  # the caller decides whether to wait that long
+            if not retry or attempt >= self.max_retries:
+                raise error from error.__cause__
+            if wait is None:
+                wait = min(_RETRY_MAX_WAIT, _RETRY_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+            log.debug("retrying in %.2fs after: %s", wait, error)
+            time.sleep(wait)
+            attempt += 1
+
+    def _api_error(self, response, call):
+        with response:
+            try:
+                raw = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) or b""
+            except Exception as exc:  # the error page itself broke: report the status
+                log.debug("could not read the error body: %s", exc)
+                raw = b""
+        return self._error(
+            response.status_code,
+            raw,
+            call,
+            where="%s %s" % (response.request.method, _safe_url(response.url)),
+            retry_after=_retry_after(response.headers),
+        )
+
+    def _error(self, status, raw, call, *, where, retry_after=None):
+        """The exception for an error answer, an error body or an error event."""
+        error = _api_error(status, raw, call, where, self.base_url, self._api_key, retry_after)
+        if isinstance(error, UnknownModel):
+            self._fill_models(error)
+        return error
+
+    def _completion(self, response, body, call):
+        """A ChatResult from a non-stream answer."""
+        data = _decode_json(response, body)
+        if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+            # LM Studio answers a wrong path with 200 {"error": "Unexpected endpoint..."}.
+            where = "%s %s" % (response.request.method, _safe_url(response.url))
+            raise self._error(response.status_code, body, call, where=where)
+        return _parse_completion(data, response)
+
+    def _fill_models(self, error):
+        """Add the served models and the closest name to an UnknownModel."""
+        try:
+            error.available = self.models(timeout=min(self.timeout, 10.0))
+        except OpenAICompatError as exc:
+            log.debug("could not list the models: %s", exc)
+            return
+        error.suggestion = _closest(error.model, error.available)
+        hint = "Served models: %s." % (", ".join(error.available) or "none")
+        if error.suggestion:
+            hint = "Did you mean %r? %s" % (error.suggestion, hint)
+        error.args = ("%s %s" % (error.args[0], hint),)
+
+
+class ChatStream:
+    """An answer arriving as :class:`StreamDelta` objects.
+
+    Iterate it; afterwards ``result`` holds the whole answer. Breaking out of
+    the loop early and leaving a ``with`` block release the connection.
+    """
+
+    def __init__(self, client, response, call, deadline, chunks=None):
+        self.response = response
+        self.model = call.model
+        self._client = client
+        self._call = call
+        self._acc = _Accumulator(call.model)
+        if chunks is None:
+            chunks = _read_chunks(response.raw, deadline, response.url)
+        self._deltas = self._iter(chunks)
+
+    def __iter__(self) -> Iterator[StreamDelta]:
+        return self
+
+    def __next__(self) -> StreamDelta:
+        return next(self._deltas)
+
+    @property
+    def result(self) -> ChatResult:
+        """The answer; reads the rest of the stream first if it is still open."""
+        for _ in self._deltas:
+            pass
+        return self._acc.result()
+
+    def close(self) -> None:
+        """Stop reading and release the connection."""
+        self._deltas.close()
+        self.response.close()
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "ChatStream(model=%r, text_so_far=%r)" % (self.model, _clip(self._acc.text(), 40))
+
+    def _iter(self, chunks):
+        acc = self._acc
+        blocks = _event_blocks(chunks)
+        try:
+            for event in sseclient.SSEClient(blocks).events():
+                data = event.data
+                if data == "[DONE]":
+                    acc.done = True
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError as exc:
+                    raise InvalidResponse(
+                        "the stream sent an event that is not JSON (%s): %s" % (exc, _clip(data))
+                    ) from exc
+                if event.event == "error" or (
+                    chunk.__class__ is dict and chunk.get("error") and not chunk.get("choices")
+                ):
+                    raise self._error_event(chunk)
+                yield acc.add(chunk)
+            if not acc.finish_reason:
+                if not acc.chunks and blocks.head:
+                    raise InvalidResponse(
+                        "the server sent no server-sent events, only: %s" % _clip(blocks.head)
+                    )
+                raise StreamInterrupted(
+                    "the stream ended before the answer was finished "
+                    "(no finish_reason and no [DONE])"
+                )
+        except OpenAICompatError as exc:
+            raise _interrupted(exc, acc.result())
+        finally:
+            self.response.close()
+
+
+    def _error_event(self, chunk):
+        error = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
+        code = error.get("code") if isinstance(error, dict) else None
+        status = int(code) if str(code).isdigit() and 400 <= int(code) < 600 else None
+        raw = _dumps(chunk).encode("utf-8")
+        return self._client._error(status, raw, self._call, where="the stream")
+
+
+def build_chat_payload(
+    messages: str | list,
+    *,
+    model: str,
+    stream: bool = False,
+    images: Iterable | None = None,
+    **params: Any,
+) -> dict:
+    """Build the JSON body of a Chat Completions request.
+
+    :param messages: a string (one user message) or a list of message dicts;
+        the caller's list is not changed.
+    :param images: image sources or parts added to the last user message.
+    :param params: copied into the payload as they are.
+
+    >>> build_chat_payload("Hi", model="m", temperature=0)
+    {'model': 'm', 'messages': [{'role': 'user', 'content': 'Hi'}], 'temperature': 0}
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    elif isinstance(messages, (list, tuple)):
+        for message in messages:
+            if not isinstance(message, dict) or "role" not in message:
+                raise TypeError("each message must be a dict with a 'role', not %r" % (message,))
+        messages = list(messages)
+    else:
+        raise TypeError("messages must be a string or a list of message dicts, not %s" % type(messages).__name__)
+    if images is not None:
+        parts = [image if isinstance(image, dict) else image_part(image) for image in images]
+        for i in range(len(messages) - 1, -1, -1):
+            if messages[i]["role"] == "user":
+                break
+        else:
+            raise ValueError("images need a user message to attach to; the messages have none")
+        message = dict(messages[i])
+        content = message.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        message["content"] = list(content or []) + parts
+        messages[i] = message
+    payload = {"model": model, "messages": messages}
+    if stream:
+        payload["stream"] = True
+    payload.update(params)
+    return payload
+
+
+def image_data_url(
+    source: Any, *, mime: str | None = None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> str:
+    """Return a ``data:`` URL with the image base64-encoded.
+
+    :param source: a path (``str`` or ``os.PathLike``), ``bytes``, or a binary
+        file object. An ``http(s)://`` or ``data:`` URL is returned unchanged.
+    :param mime: the MIME type; by default taken from the bytes' signature,
+        then from the file name.
+    :param max_bytes: larger images are refused.
+    :raises InvalidImage: the source cannot be read, is too big, or is not an image.
+    """
+    if isinstance(source, str) and source.startswith(("http://", "https://", "data:")):
+        return source
+    data, name = _read_image(source, max_bytes)
+    mime = mime or _sniff_mime(data) or _mime_from_name(name)
+    if not mime:
+        raise InvalidImage(
+            "%s is not an image this module recognises (PNG, JPEG, GIF, WebP, BMP, "
+            "TIFF, HEIC, AVIF); pass mime= if it is one" % name
+        )
+    # Each step lets go of the previous one, so a big image costs about
+    # twice its base64 text at the peak, not four times.
+    encoded = base64.b64encode(data)
+    del data
+    text = encoded.decode("ascii")
+    del encoded
+    return "data:" + mime + ";base64," + text
+
+
+def image_part(
+    source: Any, *, detail: str | None = None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> dict:
+    """Return an ``image_url`` content part for a message.
+
+    :param source: anything :func:`image_data_url` takes.
+    :param detail: ``"low"``, ``"high"`` or ``"auto"`` where the server knows it.
+    """
+    image_url = {"url": image_data_url(source, max_bytes=max_bytes)}
+    if detail is not None:
+        image_url["detail"] = detail
+    return {"type": "image_url", "image_url": image_url}
+
+
+def tool_message(call: ToolCall | str, content: Any) -> dict:
+    """Build the ``role: tool`` message that answers a tool call.
+
+    :param call: the :class:`ToolCall` (or its id) being answered.
+    :param content: the result; anything but a string is sent as JSON.
+    """
+    call_id = call.id if isinstance(call, ToolCall) else call
+    if not isinstance(content, str):
+        content = json.dumps(content)
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+# -- Internals: requests -----------------------------------------------------
+
+
+class _Call:
+    """What a request needs to know about the call that made it."""
+
+    __slots__ = ("body", "model", "stream", "images")
+
+    def __init__(self, body, model, *, stream=False, images=False):
+        self.body = body
+        self.model = model
+        self.stream = stream
+        self.images = images
+
+
+def _dumps(value):
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _normalize_base_url(url):
+    if not url or not url.strip():
+        known = "; ".join("%s %s" % pair for pair in LOCAL_SERVERS)
+        raise ConfigurationError(
+            "no base URL: pass base_url= or set OPENAI_BASE_URL to the URL before "
+            "/chat/completions. Usual local servers: " + known
+        )
+    url = url.strip().rstrip("/")
+    if url.endswith("/chat/completions"):
+        url = url[: -len("/chat/completions")].rstrip("/")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https"):
+        guess = "http://" + url.split("://", 1)[-1]
+        raise ConfigurationError(
+            "the base URL %r must start with http:// or https:// (did you mean %r?)"
+            % (_safe_url(url), _safe_url(guess))
+        )
+    return url
+
+
+def _check_api_key(key):
+    if key is None:
+        return None
+    key = key.strip()
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) > 255 for ch in key):
+        # Said without the key: requests would put it in its own message.
+        raise ConfigurationError(
+            "the API key contains spaces, line breaks or non-Latin-1 characters; "
+            "check how OPENAI_API_KEY or api_key= was read"
+        )
+    return key or None
+
+
+def _safe_url(url):
+    """The URL without a password in it."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return scheme + "://***@" + rest.split("@", 1)[1]
+    return url
+
+
+def _host_port(url):
+    parts = urllib3.util.parse_url(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.host or "", port
+
+
+def _is_loopback(url):
+    host = _host_port(url)[0].strip("[]").lower()
+    return host == "localhost" or host.endswith(".localhost") or host.startswith("127.") or host == "::1"
+
+
+def _cause(exc, kind):
+    """The first exception of ``kind`` in the chain that led to ``exc``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = inner or exc.__cause__ or exc.__context__
+    return None
+
+
+def _network_error(exc, url, connect_timeout, read_timeout):
+    """Map a requests exception to ours, with a message that says what to do."""
+    host, port = _host_port(url)
+    where = "%s:%s" % (host, port)
+    if isinstance(exc, requests.ConnectTimeout):
+        error = Timeout(
+            "could not connect to %s within %ss: the host is unreachable or the port "
+            "is filtered; check the base URL (or raise connect_timeout=)" % (where, connect_timeout)
+        )
+    elif isinstance(exc, requests.Timeout):
+        error = Timeout(
+            "the server at %s sent nothing for %ss; it may still be loading the model "
+            "(raise timeout= to wait longer)" % (where, read_timeout)
+        )
+    elif _cause(exc, ConnectionRefusedError):
+        error = ConnectionRefused(
+            "connection refused by %s: the local server isn't running or the base "
+            "URL/port is wrong (%s)" % (where, _safe_url(url))
+        )
+    elif _cause(exc, socket.gaierror):
+        error = ConnectionFailed("could not resolve the host %r: check the base URL" % host)
+    elif isinstance(exc, requests.exceptions.SSLError):
+        error = ConnectionFailed(
+            "TLS with %s failed: %s (is it plain http://?)" % (where, _reason(exc))
+        )
+    elif isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
+        error = ConfigurationError("the URL %r is not valid: %s" % (_safe_url(url), _reason(exc)))
+    elif _cause(exc, http.client.RemoteDisconnected):
+        error = ConnectionFailed("%s closed the connection without answering" % where)
+    else:
+        error = ConnectionFailed("the connection to %s failed: %s" % (where, _reason(exc)))
+    error.__cause__ = exc
+    return error
+
+
+def _reason(exc):
+    """The innermost, most specific text of a network error."""
+    inner = getattr(exc, "reason", None) or (exc.args[0] if exc.args else None)
+    while isinstance(getattr(inner, "reason", None), BaseException):
+        inner = inner.reason
+    return str(inner if isinstance(inner, BaseException) else exc)
+
+
+def _retry_after(headers):
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After``, or None."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _read_body(response, timeout):
+    """The whole body as bytes, with network failures mapped to ours."""
+    try:
+        return response.content
+    except requests.RequestException as exc:
+        raise _network_error(exc, response.url, None, timeout) from exc
+
+
+def _is_event_stream(response, body):
+    if "text/event-stream" in response.headers.get("Content-Type", ""):
+        return True
+    return body.lstrip()[:5] == b"data:"
+
+
+def _decode_json(response, body):
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        kind = response.headers.get("Content-Type") or "no content type"
+        raise InvalidResponse(
+            "%s %s answered %s with %s that is not JSON%s: %s"
+            % (
+                response.request.method,
+                _safe_url(response.url),
+                response.status_code,
+                kind,
+                " (an HTML page: a proxy or a web server, not the API?)" if _looks_html(body) else "",
+                _clip(_page_text(body)),
+            )
+        ) from exc
+
+
+def _looks_html(body):
+    return body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html", b"<head", b"<body"))
+
+
+def _page_text(body):
+    """Text of a body for a message: an HTML page's title, else the body."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    if _looks_html(text.encode("utf-8", "replace")[:64]):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        h1 = re.search(r"<h1[^>]*>(.*?)</h1>", text, re.I | re.S)
+        found = title or h1
+        if found:
+            return re.sub(r"\s+", " ", found.group(1)).strip()
+    return text.strip()
+
+
+def _clip(text, limit=200):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- Internals: images ------------------------------------------------------
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+_EXTENSIONS = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tif": "image/tiff",
+    "tiff": "image/tiff",
+    "heic": "image/heic",
+    "avif": "image/avif",
+}
+
+
+def _sniff_mime(data):
+    """The MIME type from the first bytes of an image, or None."""
+    for magic, mime in _SIGNATURES:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[4:8] == b"ftyp":  # ISO media: the brand says which
+        brand = data[8:12]
+        if brand in (b"avif", b"avis"):
+            return "image/avif"
+        if brand in (b"heic", b"heix", b"mif1", b"msf1"):
+            return "image/heic"
+    return None
+
+
+def _mime_from_name(name):
+    stem, dot, ext = name.rpartition(".")
+    return _EXTENSIONS.get(ext.lower().rstrip("'\"")) if dot else None
+
+
+def _read_image(source, max_bytes):
+    """(bytes, a name for messages) of an image source, at most max_bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "the image bytes (%d bytes)" % len(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        name = repr(path)
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidImage("the image %s is not a regular file" % name)
+        if info.st_size > max_bytes:
+            raise InvalidImage(_too_big(name, info.st_size, max_bytes))
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    elif hasattr(source, "read"):
+        name = repr(getattr(source, "name", "the image file object"))
+        data = source.read(max_bytes + 1)
+        if not isinstance(data, bytes):
+            raise InvalidImage("the image file object %s must be opened in binary mode ('rb')" % name)
+    else:
+        raise InvalidImage(
+            "an image must be a path, bytes, a binary file or an http(s)/data URL, not %s"
+            % type(source).__name__
+        )
+    if len(data) > max_bytes:
+        raise InvalidImage(_too_big(name, len(data), max_bytes))
+    if not data:
+        raise InvalidImage("the image %s is empty" % name)
+    return data, name
+
+
+def _too_big(name, size, limit):
+    return "the image %s is larger than max_image_bytes (%s > %d bytes); shrink it or raise the limit" % (
+        name,
+        "at least %d" % size if size == limit + 1 else size,
+        limit,
+    )
+
+
+# -- Internals: error bodies -------------------------------------------------
+
+# "Unknown model" and "wrong path" both arrive as 404 from many servers, so the
+# body decides. Families, not single strings: Ollama "model 'x' not found",
+# vLLM "The model `x` does not exist.", LiteLLM "Invalid model name passed in
+# model=x", LM Studio 'Invalid model identifier "x"', OpenAI model_not_found.
+_MODEL_MISSING = re.compile(
+    r"\bmodel\b.{0,300}?\b(not found|does not exist|doesn't exist|not available|"
+    r"is not served|not loaded|unknown)|\b(invalid|unknown|no such|unsupported) model\b",
+    re.I | re.S,
+)
+_VISION_REFUSED = re.compile(
+    r"(image|vision|multi-?modal)\w*.{0,80}?(not supported|unsupported|not enabled|"
+    r"not allowed|not available)|(not|n't) (support|accept)\w* (image|vision|multi-?modal)|"
+    r"not a multi-?modal model|mmproj",
+    re.I | re.S,
+)
+_STREAM_REFUSED = re.compile(
+    r"\bstream\w*\b.{0,80}?(not supported|unsupported|not allowed|not permitted|"
+    r"unrecognized|extra (fields|inputs)|unexpected)|(unrecognized|unknown|unexpected)\b.{0,40}\bstream\b",
+    re.I | re.S,
+)
+_ENDPOINT_MISSING = re.compile(r"unexpected endpoint|no route|page not found|^not found$", re.I)
+# llama-cpp-python answers a malformed request with 500 and pydantic's words.
+_VALIDATION = re.compile(r"validation error|field required|is not a valid|invalid type", re.I)
+_AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "invalid_request_error_auth")
+
+
+def _error_fields(body):
+    """(message, code, type) from any of the error body shapes servers send."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, str):  # {"error": "text"}: vLLM 401, LM Studio
+            return error, body.get("code"), body.get("type")
+        if isinstance(error, dict):
+            message = error.get("message", error.get("detail", error.get("msg")))
+            if isinstance(message, dict):  # LiteLLM nests another error
+                inner = _error_fields(message)
+                return inner[0], error.get("code", inner[1]), error.get("type", inner[2])
+            if isinstance(message, list):  # FastAPI's validation list
+                message = "; ".join(_detail_text(item) for item in message)
+            if message is None and error is not body:
+                message = _dumps(error)
+            return _unwrap_repr(str(message or "")), error.get("code"), error.get("type")
+    if isinstance(body, list):
+        return "; ".join(_detail_text(item) for item in body), None, None
+    return str(body or ""), None, None
+
+
+def _detail_text(item):
+    if isinstance(item, dict) and "msg" in item:
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        return "%s: %s" % (where, item["msg"]) if where else str(item["msg"])
+    return str(item)
+
+
+def _unwrap_repr(message):
+    """LiteLLM sometimes puts a Python repr of an error dict in ``message``."""
+    match = re.search(r"""['"](?:message|error)['"]\s*:\s*(['"])(.*?)\1\s*[,}]""", message, re.S)
+    if match and "{" in message[: match.start()]:
+        return match.group(2)
+    return message
+
+
+def _parse_error_body(raw, api_key):
+    """Decode an error body; the API key is cut out before anything else."""
+    text = raw.decode("utf-8", "replace")
+    if api_key:
+        text = text.replace(api_key, "***")
+    stripped = text.strip()
+    for field in ("data:", "error:"):  # an error sent as one SSE event
+        if stripped.startswith(field):
+            stripped = stripped[len(field):].split("\n", 1)[0].strip()
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return _page_text(stripped) if stripped else ""
+
+
+def _api_error(status, raw, call, where, base_url, api_key, retry_after):
+    """Build the exception for an error answer, with a message that says what to fix."""
+    body = _parse_error_body(raw, api_key)
+    message, code, kind = _error_fields(body)
+    message = message.strip() or http.client.responses.get(status, "no message")
+    cls = _error_class(status, message, code, kind, call)
+    what = "%s: %s" % ("HTTP %s" % status if status else where, _clip(message, 500))
+    base = _safe_url(base_url)
+    if cls is UnknownModel:
+        text = "Model %r is not served at %s (%s)." % (call.model, base, what)
+    elif cls is EndpointNotFound:
+        text = "%s does not exist (%s). " % (where, what)
+        if re.search(r"/v\d+\w*$", base_url):
+            text += "Check the base URL %r: it is the part before /chat/completions." % base
+        else:
+            text += "The base URL probably lacks /v1: try %r." % (base + "/v1")
+    elif cls is AuthenticationError:
+        if api_key:
+            text = "The server rejected the API key (%s): check OPENAI_API_KEY or api_key=." % what
+        else:
+            text = "The server wants an API key (%s): set OPENAI_API_KEY or pass api_key=." % what
+    elif cls is VisionNotSupported:
+        text = (
+            "Model %r or this server does not accept images (%s). Use a vision model "
+            "(llama.cpp needs --mmproj)." % (call.model, what)
+        )
+    elif cls is StreamingNotSupported:
+        return StreamingNotSupported(
+            "%s does not stream the OpenAI way: it rejected stream=true (%s); use chat()." % (base, what)
+        )
+    elif cls is RateLimited:
+        later = "; the server asks to retry after %.0fs" % retry_after if retry_after is not None else ""
+        text = "Rate limited (%s)%s." % (what, later)
+    elif cls is ServerError:
+        text = "The server failed (%s)." % what
+    elif cls is BadRequest:
+        text = "The server rejected the request (%s)." % what
+    else:
+        text = "The server answered with an error (%s)." % what
+    error = cls(text)
+    error.status_code = status
+    error.message = message
+    error.code = code
+    error.body = body
+    if cls is UnknownModel:
+        error.model = call.model
+    if cls is RateLimited:
+        error.retry_after = retry_after
+    return error
+
+
+def _error_class(status, message, code, kind, call):
+    if call.images and _VISION_REFUSED.search(message):
+        return VisionNotSupported
+    if call.model and (code == "model_not_found" or _MODEL_MISSING.search(message)):
+        return UnknownModel
+    if status in (401, 403) or kind in _AUTH_TYPES or code == "invalid_api_key":
+        return AuthenticationError
+    if call.stream and status in (400, 422) and _STREAM_REFUSED.search(message):
+        return StreamingNotSupported
+    if status == 404 or _ENDPOINT_MISSING.search(message):
+        return EndpointNotFound
+    if status == 429:
+        return RateLimited
+    if status is not None and status >= 500:
+        return BadRequest if _VALIDATION.search(message) else ServerError
+    if status is not None and 400 <= status < 500 and status not in (408, 409):
+        return BadRequest
+    return APIError
+
+
+def _closest(name, choices):
+    """The served name a user most likely meant, or None."""
+    if not name or not choices:
+        return None
+    low = name.lower()
+    for choice in choices:
+        if choice.lower() == low:
+            return choice
+    for choice in choices:  # "llama3" for "llama3:latest", or "org/llama3"
+        if choice.lower().startswith(low) or low in choice.lower():
+            return choice
+    import difflib  # only needed on this error path
+
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.4)
+    return close[0] if close else None
+
+
+# -- Internals: streams ------------------------------------------------------
+
+
+def _read_chunks(raw, deadline, url):
+    """Yield the body's bytes as soon as they arrive, in either framing.
+
+    ``read1`` returns what the socket has (a chunk of a chunked body, or the
+    bytes at hand of a close-delimited one) where ``read(n)`` would wait for n
+    bytes. urllib3 before 2.0 has no ``read1``; its http.client response does.
+    """
+    read = getattr(raw, "read1", None) or raw._fp.read1
+    while True:
+        try:
+            data = read(_READ_SIZE)
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
+            if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
+                error = Timeout("the server sent nothing more for too long in the middle of the stream")
+            elif isinstance(exc, urllib3.exceptions.DecodeError):
+                error = InvalidResponse("the stream could not be decoded: %s" % exc)
+            else:
+                error = ConnectionFailed("the connection dropped in the middle of the stream: %s" % _reason(exc))
+            raise error from exc
+        if not data:
+            return
+        yield data
+        if deadline is not None and time.monotonic() > deadline:
+            raise Timeout("the stream took longer than its stream_timeout")
+
+
+class _event_blocks:
+    """Cut a byte stream into whole SSE events for sseclient.
+
+    sseclient-py parses an event well but not a stream: it rescans a growing
+    buffer (quadratic on a big event), trusts a ``\\r\\n`` not to be split
+    between reads, and fails on invalid UTF-8. So each block handed over here
+    is one whole event with ``\\n`` line ends, in valid UTF-8. Line ends per
+    https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream
+    are CRLF, LF or CR.
+    """
+
+    def __init__(self, chunks):
+        self._blocks = self._split(chunks)
+        self.head = b""  # the first bytes, for a message about a non-SSE body
+
+    def __iter__(self):
+        return self._blocks
+
+    def _split(self, chunks):
+        pending = []  # pieces of the unfinished event
+        cr = False  # the previous chunk ended in CR: it may be half a CRLF
+        for data in chunks:
+            if not self.head:
+                self.head = data[:200]
+            if cr:
+                data = b"\r" + data
+            cr = data.endswith(b"\r")
+            if cr:
+                data = data[:-1]
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if pending and data[:1] == b"\n" and pending[-1][-1:] == b"\n":
+                yield self._event(pending, b"\n")
+                pending = []
+                data = data[1:]
+            events = data.split(b"\n\n")
+            if len(events) == 1:
+                if data:
+                    pending.append(data)
+                continue
+            pending.append(events[0])
+            yield self._event(pending, b"\n\n")
+            for event in events[1:-1]:
+                yield self._fix(event + b"\n\n")
+            pending = [events[-1]] if events[-1] else []
+        if pending and b"".join(pending).strip():
+            # Unterminated last event: offer it; a cut JSON text fails to parse.
+            yield self._event(pending, b"\n\n")
+
+    def _event(self, pieces, end):
+        pieces.append(end)
+        return self._fix(b"".join(pieces))
+
+    @staticmethod
+    def _fix(event):
+        if not event.isascii():  # the SSE spec decodes with replacement
+            event = event.decode("utf-8", "replace").encode("utf-8")
+        if event.startswith(b"error:"):
+            # Old llama.cpp sends "error: {...}", a field sseclient drops.
+            event = b"event: error\ndata:" + event[6:]
+        return event
+
+
+class _Accumulator:
+    """Folds stream chunks into a ChatResult."""
+
+    def __init__(self, model):
+        self.model = model
+        self.texts = []
+        self.reasonings = []
+        self.calls = _ToolCalls()
+        self.finish_reason = None
+        self.usage = None
+        self.done = False
+        self.chunks = 0
+        self.first = None
+
+    def add(self, chunk):
+        if chunk.__class__ is not dict:
+            raise InvalidResponse("the stream sent a chunk that is not a JSON object: %s" % _clip(_dumps(chunk)))
+        self.chunks += 1
+        if self.first is None:
+            self.first = chunk
+        text = reasoning = ""
+        calls = ()
+        finish = None
+        choices = chunk.get("choices")
+        if choices:
+            choice = choices[0]
+            delta = choice.get("delta") or choice.get("message") or {}
+            text = delta.get("content") or ""
+            if text.__class__ is not str:
+                text = _content_text(text)
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+            calls = delta.get("tool_calls") or ()
+            finish = choice.get("finish_reason")
+            if text:
+                self.texts.append(text)
+            if reasoning:
+                self.reasonings.append(reasoning)
+            if calls:
+                self.calls.add(calls)
+            if finish:
+                self.finish_reason = finish
+        usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+        if usage:
+            self.usage = usage
+        if chunk.get("model"):
+            self.model = chunk["model"]
+        return StreamDelta(text, reasoning, calls, finish, usage, chunk)
+
+    def text(self):
+        return "".join(self.texts)
+
+    def result(self):
+        text, reasoning = self.text(), "".join(self.reasonings)
+        calls = self.calls.result()
+        message = {"role": "assistant", "content": text}
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        if calls:
+            message["tool_calls"] = [call.to_dict() for call in calls]
+        first = self.first or {}
+        raw = {
+            "id": first.get("id"),
+            "object": "chat.completion",
+            "created": first.get("created"),
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "usage": self.usage,
+        }
+        return ChatResult(
+            text,
+            reasoning=reasoning,
+            tool_calls=calls,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=self.model,
+            raw=raw,
+        )
+
+
+class _ToolCalls:
+    """Merges tool-call fragments: by ``index``, else ``id``, else position."""
+
+    def __init__(self):
+        self.calls = []  # [id, type, name, [argument pieces]]
+        self.by_index = {}
+        self.by_id = {}
+
+    def add(self, fragments):
+        for position, fragment in enumerate(fragments):
+            if not isinstance(fragment, dict):
+                continue
+            index, call_id = fragment.get("index"), fragment.get("id")
+            call = self.by_index.get(index) if index is not None else None
+            if call is None and call_id:
+                call = self.by_id.get(call_id)
+            if call is None and index is None and not call_id and position < len(self.calls):
+                call = self.calls[position]
+            if call is None:
+                call = [call_id, fragment.get("type") or "function", "", []]
+                self.calls.append(call)
+                if index is not None:
+                    self.by_index[index] = call
+            if call_id:
+                call[0] = call_id
+                self.by_id[call_id] = call
+            function = fragment.get("function") or {}
+            name = function.get("name")
+            if name and name != call[2]:  # some servers repeat the whole name
+                call[2] += name
+            arguments = function.get("arguments")
+            if arguments is not None:
+                call[3].append(arguments if isinstance(arguments, str) else _dumps(arguments))
+
+    def result(self):
+        return [ToolCall(c[0], c[2], "".join(c[3]), c[1]) for c in self.calls]
+
+
+def _content_text(content):
+    """Text of a message content that is a list of parts (or None)."""
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _parse_completion(data, response):
+    """A ChatResult from the JSON of a non-stream answer."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise InvalidResponse(
+            "%s answered %s without the 'choices' of a chat completion: %s"
+            % (_safe_url(response.url), response.status_code, _clip(_dumps(data)))
+        )
+    choice = choices[0]
+    message = choice.get("message") or {}
+    calls = _ToolCalls()
+    calls.add(message.get("tool_calls") or ())
+    return ChatResult(
+        _content_text(message.get("content")),
+        reasoning=message.get("reasoning_content") or message.get("reasoning") or "",
+        tool_calls=calls.result(),
+        finish_reason=choice.get("finish_reason"),
+        usage=data.get("usage"),
+        model=data.get("model"),
+        raw=data,
+    )
+
+
+_interrupted_classes: dict = {}
+
+
+def _interrupted(error, partial):
+    """Make ``error`` also a StreamInterrupted that carries ``partial``.
+
+    A server error that arrives mid-stream stays catchable by its own class
+    (``except ServerError``) and as an interruption (``except StreamInterrupted``).
+    """
+    cls = type(error)
+    if not isinstance(error, StreamInterrupted):
+        both = _interrupted_classes.get(cls)
+        if both is None:
+            both = type(cls.__name__, (cls, StreamInterrupted), {"__module__": __name__, "__doc__": cls.__doc__})
+            _interrupted_classes[cls] = both
+        error.__class__ = both
+    error.partial = partial
+    if partial.text:
+        error.args = (
+            "%s (%d characters had arrived; they are in .partial)" % (error.args[0], len(partial.text)),
+        )
+    return error
