@@ -1102,7 +1102,8 @@ _STREAM_REFUSED = re.compile(
 _ENDPOINT_MISSING = re.compile(r"unexpected endpoint|no route|page not found|^not found$", re.I)
 # llama-cpp-python answers a malformed request with 500 and pydantic's words.
 _VALIDATION = re.compile(r"validation error|field required|is not a valid|invalid type", re.I)
-_AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "invalid_request_error_auth")
+# LiteLLM without a database answers an unknown key with 400 "no_db_connection".
+_AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "no_db_connection")
 
 
 def _error_fields(body):

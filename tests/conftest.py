@@ -1,0 +1,43 @@
+import pytest
+import responses
+
+import bor_openai_compat as boc
+from faultserver import FaultServer
+from helpers import BASE, CANARY_KEY
+
+
+@pytest.fixture
+def mocked():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def client():
+    with boc.Client(BASE, api_key=CANARY_KEY, model="test-model", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    """Keep our backoff but make it short, so retry tests run quickly."""
+    monkeypatch.setattr(boc, "_RETRY_BASE", 0.01)
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def _fault_server():
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fault_server(_fault_server):
+    _fault_server.script()
+    return _fault_server

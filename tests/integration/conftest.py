@@ -1,0 +1,162 @@
+"""Real OpenAI-compatible servers, started once per test session on 127.0.0.1.
+
+llama.cpp's ``llama-server`` (built by ``.ci/build-llama-server``, found
+through ``$LLAMA_SERVER`` or the build cache) serves two tiny models written
+by ``tinymodel.py``; the LiteLLM proxy serves mocked models. When a server is
+missing its tests skip, except under ``CI=true``, where that is a failure.
+"""
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from helpers import free_port
+
+LLAMA_KEY = "sk-llama-test-key"
+LITELLM_KEY = "sk-litellm-master-key"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+LITELLM_CONFIG = """\
+model_list:
+  - model_name: mock-gpt
+    litellm_params:
+      model: openai/mock-gpt
+      api_key: unused
+      mock_response: "Hello from the LiteLLM mock, streamed in pieces."
+  - model_name: mock-llama
+    litellm_params:
+      model: openai/mock-llama
+      api_key: unused
+      mock_response: "Another mocked answer."
+general_settings:
+  master_key: %s
+""" % LITELLM_KEY
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def missing(what):
+    if IN_CI:
+        pytest.fail("CI=true but %s; .ci/run should have installed it" % what, pytrace=False)
+    pytest.skip(what)
+
+
+class Server:
+    """A server process and what the tests need to talk to it."""
+
+    def __init__(self, name, args, url, key, log_path, env=None, cwd=None):
+        self.name, self.url, self.key, self.log_path = name, url, key, log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+    def wait_ready(self, path, deadline):
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                break
+            try:
+                r = requests.get(self.url + path, headers={"Authorization": "Bearer " + self.key}, timeout=2)
+                if r.status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        with open(self.log_path, "rb") as f:
+            tail = f.read()[-3000:].decode("utf-8", "replace")
+        pytest.fail("%s did not answer within %ss (exit code %s). Its log:\n%s"
+                    % (self.name, deadline, self.proc.returncode, tail), pytrace=False)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def llama_server_binary():
+    path = os.environ.get("LLAMA_SERVER")
+    if path and os.access(path, os.X_OK):
+        return path
+    cache = os.environ.get("BOR_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bor-openai-compat")
+    found = sorted(glob.glob(os.path.join(cache, "llama-server-*", "bin", "llama-server")))
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    try:
+        from tinymodel import write_model
+    except ImportError as exc:
+        missing("the model writer needs %s (pip install '.[integration]')" % exc.name)
+    folder = tmp_path_factory.mktemp("models")
+    write_model(folder / "tiny-chat.gguf", seed=1)
+    write_model(folder / "tiny-code.gguf", seed=2)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_models, tmp_path_factory):
+    binary = llama_server_binary()
+    if not binary:
+        missing("llama-server is not built (run .ci/build-llama-server)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    server = Server(
+        "llama-server",
+        [binary, "--models-dir", str(tiny_models), "--api-key", LLAMA_KEY, "--host", "127.0.0.1",
+         "--port", str(port), "--no-webui", "-c", "2048", "-t", "1", "-np", "2"],
+        "http://127.0.0.1:%d/v1" % port, LLAMA_KEY, log,
+    )
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+@pytest.fixture
+def single_llama(tiny_models, tmp_path):
+    """A llama-server of this test's own, serving one model, to be killed."""
+    binary = llama_server_binary()
+    if not binary:
+        missing("llama-server is not built (run .ci/build-llama-server)")
+    port = free_port()
+    server = Server(
+        "llama-server (single model)",
+        [binary, "-m", str(tiny_models / "tiny-chat.gguf"), "--host", "127.0.0.1", "--port", str(port),
+         "--no-webui", "-c", "4096", "-t", "1", "-np", "1"],
+        "http://127.0.0.1:%d/v1" % port, "", tmp_path / "server.log",
+    )
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def litellm_server(tmp_path_factory):
+    exe = shutil.which("litellm") or shutil.which("litellm", path=os.path.dirname(sys.executable))
+    if not exe:
+        missing("the LiteLLM proxy is not installed (pip install '.[integration]')")
+    folder = tmp_path_factory.mktemp("litellm")
+    (folder / "config.yaml").write_text(LITELLM_CONFIG)
+    port = free_port()
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    server = Server(
+        "LiteLLM proxy",
+        [exe, "--config", str(folder / "config.yaml"), "--host", "127.0.0.1", "--port", str(port)],
+        "http://127.0.0.1:%d/v1" % port, LITELLM_KEY, folder / "server.log", env=env, cwd=str(folder),
+    )
+    yield server.wait_ready("/models", 120)
+    server.stop()

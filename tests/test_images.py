@@ -1,0 +1,131 @@
+"""Image sources to base64 data URLs and content parts."""
+import base64
+import io
+import pathlib
+
+import pytest
+
+import bor_openai_compat as boc
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 20
+GIF = b"GIF89a" + b"\x00" * 20
+WEBP = b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 20
+
+
+@pytest.mark.parametrize(
+    "data, mime",
+    [(PNG, "image/png"), (JPEG, "image/jpeg"), (GIF, "image/gif"), (WEBP, "image/webp"), (b"BM" + b"\0" * 20, "image/bmp")],
+    ids=["png", "jpeg", "gif", "webp", "bmp"],
+)
+def test_type_comes_from_the_signature(data, mime):
+    url = boc.image_data_url(data)
+    assert url.startswith("data:%s;base64," % mime)
+    assert base64.b64decode(url.split(",", 1)[1]) == data
+
+
+def test_signature_wins_over_a_wrong_extension(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(PNG)
+    assert boc.image_data_url(path).startswith("data:image/png;")
+
+
+def test_extension_is_used_when_the_bytes_say_nothing(tmp_path):
+    path = tmp_path / "odd.webp"
+    path.write_bytes(b"\x00\x01unknown")
+    assert boc.image_data_url(str(path)).startswith("data:image/webp;")
+
+
+def test_explicit_mime_is_trusted():
+    assert boc.image_data_url(b"raw", mime="image/x-custom").startswith("data:image/x-custom;base64,")
+
+
+def test_not_an_image_names_the_source(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(boc.InvalidImage, match="notes.txt.*not an image") as info:
+        boc.image_data_url(path)
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(boc.InvalidImage, match="cannot read the image .*nope.png"):
+        boc.image_data_url(str(tmp_path / "nope.png"))
+
+
+def test_file_object_and_pathlike(tmp_path):
+    path = tmp_path / "a.gif"
+    path.write_bytes(GIF)
+    with open(path, "rb") as f:
+        assert boc.image_data_url(f) == boc.image_data_url(pathlib.Path(path))
+    assert boc.image_data_url(io.BytesIO(GIF)).startswith("data:image/gif;")
+
+
+def test_text_mode_file_is_refused(tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(b"abc")
+    with open(path, "r") as f, pytest.raises(boc.InvalidImage, match="binary mode"):
+        boc.image_data_url(f)
+
+
+@pytest.mark.parametrize("url", ["https://example.com/cat.png", "http://x/y.jpg", "data:image/png;base64,AAAA"])
+def test_urls_pass_through(url):
+    assert boc.image_data_url(url) == url
+    assert boc.image_part(url) == {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_detail():
+    part = boc.image_part(PNG, detail="low")
+    assert part["image_url"]["detail"] == "low"
+
+
+def test_directory_and_devices_are_not_read(tmp_path):
+    with pytest.raises(boc.InvalidImage, match="not a regular file"):
+        boc.image_data_url(tmp_path)
+    with pytest.raises(boc.InvalidImage, match="not a regular file"):
+        boc.image_data_url("/dev/zero")
+
+
+def test_size_is_bounded(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(PNG + b"\0" * 1000)
+    with pytest.raises(boc.InvalidImage, match="larger than max_image_bytes"):
+        boc.image_data_url(path, max_bytes=100)
+    with pytest.raises(boc.InvalidImage, match="larger than max_image_bytes"):
+        boc.image_data_url(PNG * 10, max_bytes=100)
+    # An endless file object is read only up to the limit.
+    with open("/dev/zero", "rb") as endless:
+        with pytest.raises(boc.InvalidImage, match="larger than max_image_bytes"):
+            boc.image_data_url(endless, max_bytes=1000)
+        assert endless.tell() <= 1001
+
+
+def test_default_limit_is_twenty_megabytes(tmp_path):
+    path = tmp_path / "huge.png"
+    with open(path, "wb") as f:
+        f.write(PNG)
+        f.truncate(20 * 1024 * 1024 + 1)
+    with pytest.raises(boc.InvalidImage, match="larger than max_image_bytes"):
+        boc.image_data_url(path)
+
+
+def test_client_images_and_its_limit(mocked, tmp_path):
+    from helpers import URL, completion
+    import json
+
+    mocked.post(URL, json=completion())
+    path = tmp_path / "a.png"
+    path.write_bytes(PNG)
+    client = boc.Client("http://api.test/v1", model="m", max_image_bytes=10)
+    with pytest.raises(boc.InvalidImage):
+        client.chat("look", images=[path])
+    client.max_image_bytes = 1000
+    client.chat("look", images=[path])
+    content = json.loads(mocked.calls[0].request.body)["messages"][0]["content"]
+    assert content[0] == {"type": "text", "text": "look"}
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_empty_image():
+    with pytest.raises(boc.InvalidImage, match="empty"):
+        boc.image_data_url(b"")
