@@ -574,7 +574,7 @@ class Client:
     def _completion(self, response, body, call):
         """A ChatResult from a non-stream answer."""
         data = _decode_json(response, body)
-        if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+        if _error_in(data):
             # LM Studio answers a wrong path with 200 {"error": "Unexpected endpoint..."}.
             where = "%s %s" % (response.request.method, _safe_url(response.url))
             raise self._error(response.status_code, body, call, where=where)
@@ -644,18 +644,20 @@ class ChatStream:
         try:
             for event in sseclient.SSEClient(blocks).events():
                 data = event.data
-                if data == "[DONE]":
+                if data == "[DONE]" or data[:1] == "[" and data.strip() == "[DONE]":
                     acc.done = True
                     return
                 try:
                     chunk = json.loads(data)
                 except ValueError as exc:
+                    if event.event == "error":  # an error told in plain text
+                        raise self._error_event(data) from exc
                     raise InvalidResponse(
                         "the stream sent an event that is not JSON (%s): %s" % (exc, _clip(data))
                     ) from exc
-                if event.event == "error" or (
-                    chunk.__class__ is dict and chunk.get("error") and not chunk.get("choices")
-                ):
+                if event.event == "error" or _error_in(chunk):
+                    if chunk.__class__ is dict and chunk.get("choices"):
+                        acc.add(chunk)  # OpenRouter puts the error beside a last delta
                     raise self._error_event(chunk)
                 yield acc.add(chunk)
             if not acc.finish_reason:
@@ -677,7 +679,7 @@ class ChatStream:
         error = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
         code = error.get("code") if isinstance(error, dict) else None
         status = int(code) if str(code).isdigit() and 400 <= int(code) < 600 else None
-        raw = _dumps(chunk).encode("utf-8")
+        raw = chunk.encode("utf-8") if isinstance(chunk, str) else _dumps(chunk).encode("utf-8")
         return self._client._error(status, raw, self._call, where="the stream")
 
 
@@ -1430,6 +1432,8 @@ class _ToolCalls:
                 continue
             index, call_id = fragment.get("index"), fragment.get("id")
             call = self.by_index.get(index) if index is not None else None
+            if call is not None and call_id and call[0] and call_id != call[0]:
+                call = None  # a new id at a reused index is a new call
             if call is None and call_id:
                 call = self.by_id.get(call_id)
             if call is None and index is None and not call_id and position < len(self.calls):
@@ -1452,6 +1456,15 @@ class _ToolCalls:
 
     def result(self):
         return [ToolCall(c[0], c[2], "".join(c[3]), c[1]) for c in self.calls]
+
+
+def _error_in(data):
+    """Whether a 200 body or a stream chunk is an error report.
+
+    ``{"error": ...}`` from most servers, even beside ``choices`` (OpenRouter's
+    mid-stream errors); ``{"object": "error", ...}`` from older vLLM.
+    """
+    return data.__class__ is dict and (bool(data.get("error")) or data.get("object") == "error")
 
 
 def _content_text(content):
