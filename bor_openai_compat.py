@@ -604,12 +604,12 @@ class ChatStream:
     def __init__(self, client, response, call, deadline, chunks=None):
         self.response = response
         self.model = call.model
-        self._client = client
-        self._call = call
         self._acc = _Accumulator(call.model)
         if chunks is None:
             chunks = _read_chunks(response.raw, deadline, response.url)
-        self._deltas = self._iter(chunks)
+        # The generator must not hold self: without a cycle, a stream that
+        # is simply dropped closes its connection at once.
+        self._deltas = _deltas(chunks, self._acc, response, client, call)
 
     def __iter__(self) -> Iterator[StreamDelta]:
         return self
@@ -637,50 +637,6 @@ class ChatStream:
 
     def __repr__(self) -> str:
         return "ChatStream(model=%r, text_so_far=%r)" % (self.model, _clip(self._acc.text(), 40))
-
-    def _iter(self, chunks):
-        acc = self._acc
-        blocks = _event_blocks(chunks)
-        try:
-            for event in sseclient.SSEClient(blocks).events():
-                data = event.data
-                if data == "[DONE]" or data[:1] == "[" and data.strip() == "[DONE]":
-                    acc.done = True
-                    return
-                try:
-                    chunk = json.loads(data)
-                except ValueError as exc:
-                    if event.event == "error":  # an error told in plain text
-                        raise self._error_event(data) from exc
-                    raise InvalidResponse(
-                        "the stream sent an event that is not JSON (%s): %s" % (exc, _clip(data))
-                    ) from exc
-                if event.event == "error" or _error_in(chunk):
-                    if chunk.__class__ is dict and chunk.get("choices"):
-                        acc.add(chunk)  # OpenRouter puts the error beside a last delta
-                    raise self._error_event(chunk)
-                yield acc.add(chunk)
-            if not acc.finish_reason:
-                if not acc.chunks and blocks.head:
-                    raise InvalidResponse(
-                        "the server sent no server-sent events, only: %s" % _clip(blocks.head)
-                    )
-                raise StreamInterrupted(
-                    "the stream ended before the answer was finished "
-                    "(no finish_reason and no [DONE])"
-                )
-        except OpenAICompatError as exc:
-            raise _interrupted(exc, acc.result())
-        finally:
-            self.response.close()
-
-
-    def _error_event(self, chunk):
-        error = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
-        code = error.get("code") if isinstance(error, dict) else None
-        status = int(code) if str(code).isdigit() and 400 <= int(code) < 600 else None
-        raw = chunk.encode("utf-8") if isinstance(chunk, str) else _dumps(chunk).encode("utf-8")
-        return self._client._error(status, raw, self._call, where="the stream")
 
 
 def build_chat_payload(
@@ -1276,7 +1232,53 @@ def _read_chunks(raw, deadline, url):
             raise Timeout("the stream took longer than its stream_timeout")
 
 
-class _event_blocks:
+def _deltas(chunks, acc, response, client, call):
+    """Parse a stream into StreamDeltas, folding them into acc."""
+    head = []
+    try:
+        for event in sseclient.SSEClient(_event_blocks(chunks, head)).events():
+            data = event.data
+            if data == "[DONE]" or data[:1] == "[" and data.strip() == "[DONE]":
+                acc.done = True
+                return
+            try:
+                chunk = json.loads(data)
+            except ValueError as exc:
+                if event.event == "error":  # an error told in plain text
+                    raise _error_event(data, client, call) from exc
+                raise InvalidResponse(
+                    "the stream sent an event that is not JSON (%s): %s" % (exc, _clip(data))
+                ) from exc
+            if event.event == "error" or _error_in(chunk):
+                if chunk.__class__ is dict and chunk.get("choices"):
+                    acc.add(chunk)  # OpenRouter puts the error beside a last delta
+                raise _error_event(chunk, client, call)
+            yield acc.add(chunk)
+        if not acc.finish_reason:
+            if not acc.chunks and head:
+                raise InvalidResponse(
+                    "the server sent no server-sent events, only: %s" % _clip(head[0])
+                )
+            raise StreamInterrupted(
+                "the stream ended before the answer was finished "
+                "(no finish_reason and no [DONE])"
+            )
+    except OpenAICompatError as exc:
+        raise _interrupted(exc, acc.result())
+    finally:
+        response.close()
+
+
+def _error_event(chunk, client, call):
+    """The exception for an error event in a stream."""
+    error = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
+    code = error.get("code") if isinstance(error, dict) else None
+    status = int(code) if str(code).isdigit() and 400 <= int(code) < 600 else None
+    raw = chunk.encode("utf-8") if isinstance(chunk, str) else _dumps(chunk).encode("utf-8")
+    return client._error(status, raw, call, where="the stream")
+
+
+def _event_blocks(chunks, head):
     """Cut a byte stream into whole SSE events for sseclient.
 
     sseclient-py parses an event well but not a stream: it rescans a growing
@@ -1284,59 +1286,51 @@ class _event_blocks:
     between reads, and fails on invalid UTF-8. So each block handed over here
     is one whole event with ``\\n`` line ends, in valid UTF-8. Line ends per
     https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream
-    are CRLF, LF or CR.
+    are CRLF, LF or CR. The first bytes go into the list ``head``, for a
+    message about a body that is not SSE at all.
     """
+    pending = []  # pieces of the unfinished event
+    cr = False  # the previous chunk ended in CR: it may be half a CRLF
+    for data in chunks:
+        if not head:
+            head.append(data[:200])
+        if cr:
+            data = b"\r" + data
+        cr = data.endswith(b"\r")
+        if cr:
+            data = data[:-1]
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if pending and data[:1] == b"\n" and pending[-1][-1:] == b"\n":
+            pending.append(b"\n")
+            yield _whole_event(pending)
+            pending = []
+            data = data[1:]
+        events = data.split(b"\n\n")
+        if len(events) == 1:
+            if data:
+                pending.append(data)
+            continue
+        pending.append(events[0])
+        pending.append(b"\n\n")
+        yield _whole_event(pending)
+        for event in events[1:-1]:
+            yield _whole_event((event, b"\n\n"))
+        pending = [events[-1]] if events[-1] else []
+    if pending and b"".join(pending).strip():
+        # An unterminated last event is offered too: cut JSON fails to parse.
+        pending.append(b"\n\n")
+        yield _whole_event(pending)
 
-    def __init__(self, chunks):
-        self._blocks = self._split(chunks)
-        self.head = b""  # the first bytes, for a message about a non-SSE body
 
-    def __iter__(self):
-        return self._blocks
-
-    def _split(self, chunks):
-        pending = []  # pieces of the unfinished event
-        cr = False  # the previous chunk ended in CR: it may be half a CRLF
-        for data in chunks:
-            if not self.head:
-                self.head = data[:200]
-            if cr:
-                data = b"\r" + data
-            cr = data.endswith(b"\r")
-            if cr:
-                data = data[:-1]
-            if b"\r" in data:
-                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if pending and data[:1] == b"\n" and pending[-1][-1:] == b"\n":
-                yield self._event(pending, b"\n")
-                pending = []
-                data = data[1:]
-            events = data.split(b"\n\n")
-            if len(events) == 1:
-                if data:
-                    pending.append(data)
-                continue
-            pending.append(events[0])
-            yield self._event(pending, b"\n\n")
-            for event in events[1:-1]:
-                yield self._fix(event + b"\n\n")
-            pending = [events[-1]] if events[-1] else []
-        if pending and b"".join(pending).strip():
-            # Unterminated last event: offer it; a cut JSON text fails to parse.
-            yield self._event(pending, b"\n\n")
-
-    def _event(self, pieces, end):
-        pieces.append(end)
-        return self._fix(b"".join(pieces))
-
-    @staticmethod
-    def _fix(event):
-        if not event.isascii():  # the SSE spec decodes with replacement
-            event = event.decode("utf-8", "replace").encode("utf-8")
-        if event.startswith(b"error:"):
-            # Old llama.cpp sends "error: {...}", a field sseclient drops.
-            event = b"event: error\ndata:" + event[6:]
-        return event
+def _whole_event(pieces):
+    event = b"".join(pieces)
+    if not event.isascii():  # the SSE spec decodes with replacement
+        event = event.decode("utf-8", "replace").encode("utf-8")
+    if event.startswith(b"error:"):
+        # Old llama.cpp sends "error: {...}", a field sseclient drops.
+        event = b"event: error\ndata:" + event[6:]
+    return event
 
 
 class _Accumulator:
@@ -1354,37 +1348,46 @@ class _Accumulator:
         self.first = None
 
     def add(self, chunk):
+        """Fold in one chunk (or a whole non-stream answer) and return its delta."""
         if chunk.__class__ is not dict:
-            raise InvalidResponse("the stream sent a chunk that is not a JSON object: %s" % _clip(_dumps(chunk)))
+            raise InvalidResponse("the server sent a JSON %s, not an object: %s" % (type(chunk).__name__, _clip(_dumps(chunk))))
         self.chunks += 1
         if self.first is None:
             self.first = chunk
         text = reasoning = ""
         calls = ()
         finish = None
-        choices = chunk.get("choices")
-        if choices:
-            choice = choices[0]
-            delta = choice.get("delta") or choice.get("message") or {}
-            text = delta.get("content") or ""
-            if text.__class__ is not str:
-                text = _content_text(text)
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-            calls = delta.get("tool_calls") or ()
-            finish = choice.get("finish_reason")
-            if text:
-                self.texts.append(text)
-            if reasoning:
-                self.reasonings.append(reasoning)
-            if calls:
-                self.calls.add(calls)
-            if finish:
-                self.finish_reason = finish
-        usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+        try:
+            choices = chunk.get("choices")
+            if choices:
+                choice = choices[0]
+                delta = choice.get("delta") or choice.get("message") or {}
+                text = delta.get("content") or ""
+                if text.__class__ is not str:
+                    text = _content_text(text)
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                if reasoning.__class__ is not str:
+                    reasoning = _content_text(reasoning)
+                calls = delta.get("tool_calls") or ()
+                finish = choice.get("finish_reason")
+                if text:
+                    self.texts.append(text)
+                if reasoning:
+                    self.reasonings.append(reasoning)
+                if calls:
+                    self.calls.add(calls)
+                if finish:
+                    self.finish_reason = finish
+            usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+        except (AttributeError, TypeError, LookupError) as exc:
+            raise InvalidResponse(
+                "the server sent a chat completion of an unexpected shape (%s): %s" % (exc, _clip(_dumps(chunk)))
+            ) from exc
         if usage:
             self.usage = usage
-        if chunk.get("model"):
-            self.model = chunk["model"]
+        model = chunk.get("model")
+        if model and model.__class__ is str:
+            self.model = model
         return StreamDelta(text, reasoning, calls, finish, usage, chunk)
 
     def text(self):
@@ -1475,26 +1478,22 @@ def _content_text(content):
 
 
 def _parse_completion(data, response):
-    """A ChatResult from the JSON of a non-stream answer."""
+    """A ChatResult from the JSON of a non-stream answer.
+
+    The answer is read as one chunk whose choice has a whole ``message``, so
+    every dialect the stream reader knows works here too.
+    """
     choices = data.get("choices") if isinstance(data, dict) else None
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+    if not choices or not isinstance(choices, list):
         raise InvalidResponse(
             "%s answered %s without the 'choices' of a chat completion: %s"
             % (_safe_url(response.url), response.status_code, _clip(_dumps(data)))
         )
-    choice = choices[0]
-    message = choice.get("message") or {}
-    calls = _ToolCalls()
-    calls.add(message.get("tool_calls") or ())
-    return ChatResult(
-        _content_text(message.get("content")),
-        reasoning=message.get("reasoning_content") or message.get("reasoning") or "",
-        tool_calls=calls.result(),
-        finish_reason=choice.get("finish_reason"),
-        usage=data.get("usage"),
-        model=data.get("model"),
-        raw=data,
-    )
+    acc = _Accumulator(None)
+    acc.add(data)
+    result = acc.result()
+    result.raw = data
+    return result
 
 
 _interrupted_classes: dict = {}

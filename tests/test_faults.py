@@ -1,0 +1,308 @@
+"""Each fault a real network or server can throw, against a local fault server.
+
+Every case asserts what the caller gets (type and the useful words), what is
+kept (.partial / .result), how many requests the server saw (retries) and
+that it ended in bounded time.
+"""
+import logging
+import os
+import time
+from email.utils import formatdate
+
+import pytest
+
+import bor_openai_compat as boc
+import faultserver as fs
+from helpers import CANARY_KEY, chunk, completion, free_port, sse
+
+
+def events(*texts, finish="stop", done=True):
+    out = [sse(chunk(t), done=False) for t in texts]
+    if finish:
+        out.append(sse(chunk(finish=finish), done=False))
+    if done:
+        out.append(b"data: [DONE]\n\n")
+    return out
+
+
+@pytest.fixture
+def make_client(fault_server, fast_retries):
+    def make(**kwargs):
+        kwargs.setdefault("max_retries", 2)
+        return boc.Client(fault_server.url, api_key=CANARY_KEY, model="m", **kwargs)
+
+    return make
+
+
+def run(call):
+    """Call, and return (exception or result, seconds taken)."""
+    start = time.monotonic()
+    try:
+        outcome = call()
+    except boc.OpenAICompatError as exc:
+        outcome = exc
+    return outcome, time.monotonic() - start
+
+
+def consume(client, **kwargs):
+    return lambda: client.stream("Hi", **kwargs).result
+
+
+def test_nothing_listening():
+    client = boc.Client("http://127.0.0.1:%d/v1" % free_port(), api_key=CANARY_KEY, model="m", max_retries=3)
+    error, took = run(lambda: client.chat("Hi"))
+    assert isinstance(error, boc.ConnectionRefused)
+    assert "isn't running or the base URL/port is wrong" in str(error)
+    assert took < 0.5
+
+
+def test_closes_without_answering(fault_server, make_client):
+    fault_server.script(fs.close_at_once)
+    error, took = run(lambda: make_client().chat("Hi"))
+    assert type(error) is boc.ConnectionFailed
+    assert "closed the connection without answering" in str(error)
+    assert len(fault_server.requests) == 3  # retried twice
+    assert took < 2
+
+
+def test_accepts_and_never_answers(fault_server, make_client):
+    fault_server.script(fs.stall(3))
+    error, took = run(lambda: make_client(timeout=0.5).chat("Hi"))
+    assert isinstance(error, boc.Timeout)
+    assert "sent nothing for 0.5s" in str(error) and "timeout=" in str(error)
+    assert len(fault_server.requests) == 1  # a read timeout is not retried
+    assert 0.5 <= took < 2
+
+
+def test_stalls_mid_stream_keeps_the_text(fault_server, make_client):
+    fault_server.script(fs.stream(events("one ", "two ", finish=None, done=False), then=lambda: time.sleep(3)))
+    error, took = run(consume(make_client(timeout=0.5)))
+    assert isinstance(error, boc.Timeout) and isinstance(error, boc.StreamInterrupted)
+    assert "sent nothing more" in str(error)
+    assert error.partial.text == "one two "
+    assert len(fault_server.requests) == 1
+    assert took < 2.5
+
+
+def test_slow_trickle_is_bounded_by_stream_timeout(fault_server, make_client):
+    fault_server.script(fs.stream(events(*["tok%d " % i for i in range(200)]), delay=0.05))
+    error, took = run(consume(make_client(timeout=5), stream_timeout=0.6))
+    assert isinstance(error, boc.Timeout) and isinstance(error, boc.StreamInterrupted)
+    assert "stream_timeout" in str(error)
+    assert error.partial.text.startswith("tok0 tok1 ")
+    assert 0.6 <= took < 1.5
+
+
+def test_stream_timeout_on_the_client(fault_server, make_client):
+    fault_server.script(fs.stream(events(*["t "] * 200), delay=0.05))
+    error, took = run(consume(make_client(stream_timeout=0.4)))
+    assert isinstance(error, boc.Timeout) and took < 1.2
+
+
+def test_truncated_stream(fault_server, make_client):
+    fault_server.script(fs.stream(events("cut ", "off", finish=None, done=False)))
+    error, _ = run(consume(make_client()))
+    assert type(error) is boc.StreamInterrupted
+    assert "ended before the answer was finished" in str(error)
+    assert error.partial.text == "cut off"
+    assert len(fault_server.requests) == 1
+
+
+def test_finish_but_no_done_is_fine(fault_server, make_client):
+    fault_server.script(fs.stream(events("all ", "here", done=False)))
+    result, _ = run(consume(make_client()))
+    assert result.text == "all here" and result.finish_reason == "stop"
+
+
+def test_connection_dropped_mid_stream(fault_server, make_client):
+    fault_server.script(fs.stream(events("half ", finish=None, done=False), end=False))
+    error, _ = run(consume(make_client()))
+    assert isinstance(error, boc.ConnectionFailed) and isinstance(error, boc.StreamInterrupted)
+    assert "dropped in the middle of the stream" in str(error)
+    assert error.partial.text == "half "
+    assert len(fault_server.requests) == 1  # never retried once data arrived
+
+
+def test_garbage_bytes(fault_server, make_client):
+    fault_server.script(fs.stream([b"\x00\xff\x13garbage\x7f" * 10]))
+    error, _ = run(consume(make_client()))
+    assert isinstance(error, boc.InvalidResponse) and isinstance(error, boc.StreamInterrupted)
+    assert "no server-sent events" in str(error)
+
+
+def test_invalid_json_in_one_event(fault_server, make_client):
+    fault_server.script(fs.stream(events("good ", finish=None, done=False) + [b"data: {not json\n\n"] + events("never")))
+    error, _ = run(consume(make_client()))
+    assert isinstance(error, boc.InvalidResponse) and isinstance(error, boc.StreamInterrupted)
+    assert "not JSON" in str(error) and "{not json" in str(error)
+    assert error.partial.text == "good "
+
+
+def test_invalid_utf8(fault_server, make_client):
+    bad = b'data: {"choices":[{"delta":{"content":"caf\xe9 \xf0\x9f"}}]}\n\n'
+    fault_server.script(fs.stream([bad] + events("ok")))
+    result, _ = run(consume(make_client()))
+    assert result.text == "caf\ufffd \ufffdok"
+
+
+def test_ten_megabyte_event(fault_server, make_client):
+    text = "x" * (10 * 1024 * 1024)
+    body = sse(chunk(text), chunk(finish="stop"))
+    fault_server.script(fs.stream([body[i:i + 65536] for i in range(0, len(body), 65536)]))
+    result, took = run(consume(make_client()))
+    assert result.text == text
+    assert took < 10  # a hang guard, not a benchmark
+
+
+def test_html_502_from_a_proxy_is_retried(fault_server, make_client):
+    page = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+    fault_server.script(fs.reply(502, page, "text/html"))
+    error, took = run(lambda: make_client().chat("Hi"))
+    assert type(error) is boc.ServerError
+    assert "HTTP 502: 502 Bad Gateway" in str(error)
+    assert len(fault_server.requests) == 3
+    assert took < 2
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["chat", "stream"])
+def test_200_with_an_html_body(fault_server, make_client, streaming):
+    fault_server.script(fs.reply(200, b"<!DOCTYPE html><html><head><title>Sign in</title></head></html>", "text/html"))
+    client = make_client()
+    error, _ = run(consume(client) if streaming else lambda: client.chat("Hi"))
+    assert type(error) is boc.InvalidResponse
+    assert "an HTML page" in str(error) and "Sign in" in str(error)
+    assert len(fault_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "headers, at_least",
+    [
+        (lambda: ["Retry-After: 1"], 1.0),
+        (lambda: ["Retry-After: %s" % formatdate(time.time() + 2, usegmt=True)], 0.5),
+        (lambda: ["retry-after-ms: 400"], 0.4),
+    ],
+    ids=["seconds", "http-date", "ms"],
+)
+def test_429_waits_as_asked(fault_server, make_client, headers, at_least):
+    fault_server.script(fs.reply(429, {"error": {"message": "slow down"}}, extra=headers()), fs.reply(200, completion("ok")))
+    result, took = run(lambda: make_client().chat("Hi"))
+    assert result.text == "ok"
+    assert len(fault_server.requests) == 2
+    assert at_least <= took < at_least + 2.5
+
+
+def test_503_then_success(fault_server, make_client):
+    fault_server.script(fs.reply(503, b"busy", "text/plain"), fs.reply(200, completion("back")))
+    result, _ = run(lambda: make_client().chat("Hi"))
+    assert result.text == "back" and len(fault_server.requests) == 2
+
+
+def test_retry_after_beyond_the_cap(fault_server, make_client):
+    fault_server.script(fs.reply(429, {"error": {"message": "quota exhausted"}}, extra=["Retry-After: 86400"]))
+    error, took = run(lambda: make_client().chat("Hi"))
+    assert type(error) is boc.RateLimited and error.retry_after == 86400
+    assert "quota exhausted" in str(error) and "retry after 86400s" in str(error)
+    assert len(fault_server.requests) == 1 and took < 1
+
+
+def test_error_after_the_first_token_is_not_retried(fault_server, make_client):
+    tail = [b'data: {"error": {"message": "CUDA out of memory", "code": 500}}\n\n']
+    fault_server.script(fs.stream(events("first ", finish=None, done=False) + tail))
+    error, _ = run(consume(make_client()))
+    assert isinstance(error, boc.ServerError) and isinstance(error, boc.StreamInterrupted)
+    assert "CUDA out of memory" in str(error) and error.partial.text == "first "
+    assert len(fault_server.requests) == 1
+
+
+def test_redirect_to_another_host_drops_the_key(fault_server, make_client):
+    other = fs.FaultServer()
+    try:
+        other.script(fs.reply(200, completion("elsewhere")))
+        target = "http://localhost:%d/v1/chat/completions" % other.port
+        fault_server.script(fs.reply(307, b"", extra=["Location: " + target]))
+        result, _ = run(lambda: make_client().chat("Hi"))
+        assert result.text == "elsewhere"
+        assert fault_server.requests[0].headers["authorization"] == "Bearer " + CANARY_KEY
+        assert "authorization" not in other.requests[0].headers
+    finally:
+        other.close()
+
+
+# -- Secrets -----------------------------------------------------------------
+
+SECRET_FAULTS = [
+    pytest.param(lambda: [fs.close_at_once], "chat", id="closed"),
+    pytest.param(lambda: [fs.stall(2)], "chat", id="read-timeout"),
+    pytest.param(lambda: [fs.reply(401, {"error": {"message": "Invalid key %s" % CANARY_KEY}})], "chat",
+                 id="401-echoing-the-key"),
+    pytest.param(lambda: [fs.reply(404, {"error": {"message": "model 'm' not found"}}),
+                          fs.reply(200, {"data": [{"id": "x"}]})], "chat", id="unknown-model"),
+    pytest.param(lambda: [fs.reply(500, "<html><title>%s</title></html>" % CANARY_KEY, "text/html")], "chat",
+                 id="500-html-echo"),
+    pytest.param(lambda: [fs.reply(429, {}, extra=["Retry-After: 9999"])], "chat", id="429"),
+    pytest.param(lambda: [fs.reply(200, b"<html>nope</html>", "text/html")], "chat", id="200-html"),
+    pytest.param(lambda: [fs.stream(events("a", finish=None, done=False) + [
+        ('data: {"error": {"message": "bad key %s", "code": 401}}\n\n' % CANARY_KEY).encode()])], "stream",
+        id="stream-error-echo"),
+    pytest.param(lambda: [fs.stream(events("a", finish=None, done=False), then=lambda: time.sleep(2))], "stream",
+                 id="stall-mid-stream"),
+    pytest.param(lambda: [fs.stream(events("a", finish=None, done=False), end=False)], "stream", id="dropped"),
+    pytest.param(lambda: [fs.stream([b"garbage"])], "stream", id="garbage"),
+    pytest.param(lambda: [fs.reply(200, completion("x"))], "stream", id="not-streaming"),
+]
+
+
+@pytest.mark.parametrize("scripts, kind", SECRET_FAULTS)
+def test_the_key_never_shows(fault_server, make_client, caplog, scripts, kind):
+    caplog.set_level(logging.DEBUG)
+    fault_server.script(*scripts())
+    client = make_client(timeout=0.5, max_retries=1)
+    error, _ = run(consume(client) if kind == "stream" else lambda: client.chat("Hi"))
+    assert isinstance(error, boc.OpenAICompatError)
+    seen = [str(error), repr(error), repr(client), str(getattr(error, "body", "")), repr(getattr(error, "partial", ""))]
+    seen += [record.getMessage() for record in caplog.records]
+    cause = error.__cause__
+    while cause is not None:
+        seen.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    assert caplog.records, "no DEBUG records captured: the check would be empty"
+    for text in seen:
+        assert CANARY_KEY not in text
+
+
+# -- Resources ---------------------------------------------------------------
+
+
+def test_no_sockets_leak_after_thousands_of_broken_off_streams(fault_server):
+    def long_stream(conn, request):
+        conn.sendall(fs.head(200, "text/event-stream", chunked=True))
+        piece = sse(*[chunk("word ") for _ in range(50)], done=False)
+        try:
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.05)
+        except OSError:
+            pass
+        return False
+
+    fault_server.script(long_stream)
+    client = boc.Client(fault_server.url, model="m")
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    for _ in range(20):  # warm up the pool and the logging machinery
+        with client.stream("Hi") as s:
+            next(s)
+    time.sleep(0.3)  # the server's own sockets (same process) settle
+    before = open_fds()
+    for i in range(2000):
+        stream = client.stream("Hi")
+        for delta in stream:
+            break
+        if i % 2:
+            stream.close()
+        else:
+            del stream  # dropped without close(): the generator's finally closes it
+    time.sleep(0.3)
+    after = open_fds()
+    assert after - before <= 2, (before, after)
