@@ -370,6 +370,9 @@ class Client:
         self.max_retries = max_retries
         self.max_image_bytes = max_image_bytes
         self.headers = {"User-Agent": _USER_AGENT, "Content-Type": "application/json"}
+        if not hasattr(urllib3.HTTPResponse, "read1"):
+            # urllib3 1.x: bodies are read below its decoder, so ask for none.
+            self.headers["Accept-Encoding"] = "identity"
         self.headers.update(headers or {})
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
@@ -381,6 +384,7 @@ class Client:
         model: str | None = None,
         images: Iterable | None = None,
         timeout: float | None = None,
+        stream_timeout: float | None = None,
         **params: Any,
     ) -> ChatResult:
         """Send a conversation and return the complete answer.
@@ -388,16 +392,16 @@ class Client:
         :param messages: a string (one user message) or a list of message dicts.
         :param images: image sources added to the last user message.
         :param timeout: overrides the client's read timeout for this call.
+        :param stream_timeout: overall seconds the call may take.
         :param params: go into the JSON payload as they are (``temperature``,
             ``max_tokens``, ``tools``, vendor extras).
         """
-        call = self._call(messages, model, images, params, stream=False)
-        response = self._send("POST", "/chat/completions", call, timeout)
-        with response:
-            body = _read_body(response, timeout or self.timeout)
+        call = self._call(messages, model, images, params, False, timeout, stream_timeout)
+        response = self._send("POST", "/chat/completions", call)
+        body = _read_body(response, call)
         if _is_event_stream(response, body):
             # Some servers stream even when asked not to: read it all.
-            return ChatStream(self, response, call, None, chunks=(body,)).result
+            return ChatStream(self, response, call, chunks=(body,)).result
         return self._completion(response, body, call)
 
     def stream(
@@ -420,17 +424,14 @@ class Client:
         :raises StreamingNotSupported: the endpoint answered without streaming
             (the complete answer, if any, is in ``.result``).
         """
-        call = self._call(messages, model, images, params, stream=True)
-        limit = stream_timeout if stream_timeout is not None else self.stream_timeout
-        deadline = time.monotonic() + limit if limit is not None else None
-        response = self._send("POST", "/chat/completions", call, timeout, deadline=limit)
+        call = self._call(messages, model, images, params, True, timeout, stream_timeout)
+        response = self._send("POST", "/chat/completions", call)
         ctype = response.headers.get("Content-Type", "")
         if "text/event-stream" in ctype:
-            return ChatStream(self, response, call, deadline)
-        with response:
-            body = _read_body(response, timeout or self.timeout)
+            return ChatStream(self, response, call)
+        body = _read_body(response, call)
         if _is_event_stream(response, body):  # SSE under another content type
-            return ChatStream(self, response, call, deadline, chunks=(body,))
+            return ChatStream(self, response, call, chunks=(body,))
         error = StreamingNotSupported(
             "%s does not stream the OpenAI way: it answered with %s instead of "
             "text/event-stream; the complete answer is in .result (or use chat())"
@@ -441,16 +442,16 @@ class Client:
 
     def models(self, *, timeout: float | None = None) -> list:
         """Return the ids of the models the endpoint serves."""
-        response = self._send("GET", "/models", _Call(None, None), timeout)
-        with response:
-            body = _read_body(response, timeout or self.timeout)
+        call = _Call(None, None, timeout=timeout or self.timeout)
+        response = self._send("GET", "/models", call)
+        body = _read_body(response, call)
         data = _decode_json(response, body)
         items = data.get("data", data.get("models")) if isinstance(data, dict) else data
         if items is None:  # Ollama with no models pulled says "data": null
             return []
         if not isinstance(items, list):
             raise InvalidResponse(
-                "GET %s/models returned no model list: %s" % (self.base_url, _clip(body))
+                "GET %s/models returned no model list: %s" % (_safe_url(self.base_url), _clip(body))
             )
         ids = []
         for item in items:
@@ -480,7 +481,7 @@ class Client:
 
     # -- Internals of the client --
 
-    def _call(self, messages, model, images, params, *, stream):
+    def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
         model = model or self.model
         if not model:
             raise ConfigurationError(
@@ -499,14 +500,22 @@ class Client:
         # as base64 text once, not twice.
         body = _dumps(payload).encode("utf-8")
         del payload
-        return _Call(body, model, stream=stream, images=has_images)
+        limit = stream_timeout if stream_timeout is not None else self.stream_timeout
+        return _Call(
+            body,
+            model,
+            stream=stream,
+            images=has_images,
+            timeout=timeout if timeout is not None else self.timeout,
+            limit=limit,
+        )
 
-    def _send(self, method, path, call, timeout, *, deadline=None):
+    def _send(self, method, path, call):
         """Make a request, retrying what may be retried; return a 2xx response."""
         url = self.base_url + path
-        read_timeout = timeout if timeout is not None else self.timeout
-        if deadline is not None:
-            read_timeout = min(read_timeout, deadline)
+        read_timeout = call.timeout
+        if call.limit is not None:
+            read_timeout = min(read_timeout, call.limit)
         headers = dict(self.headers)
         headers["Accept"] = "text/event-stream" if call.stream else "application/json"
         if self._api_key:
@@ -601,12 +610,12 @@ class ChatStream:
     the loop early and leaving a ``with`` block release the connection.
     """
 
-    def __init__(self, client, response, call, deadline, chunks=None):
+    def __init__(self, client, response, call, chunks=None):
         self.response = response
         self.model = call.model
         self._acc = _Accumulator(call.model)
         if chunks is None:
-            chunks = _read_chunks(response.raw, deadline, response.url)
+            chunks = _read_chunks(response.raw, call)
         # The generator must not hold self: without a cycle, a stream that
         # is simply dropped closes its connection at once.
         self._deltas = _deltas(chunks, self._acc, response, client, call)
@@ -748,13 +757,16 @@ def tool_message(call: ToolCall | str, content: Any) -> dict:
 class _Call:
     """What a request needs to know about the call that made it."""
 
-    __slots__ = ("body", "model", "stream", "images")
+    __slots__ = ("body", "model", "stream", "images", "timeout", "limit", "deadline")
 
-    def __init__(self, body, model, *, stream=False, images=False):
+    def __init__(self, body, model, *, stream=False, images=False, timeout=DEFAULT_TIMEOUT, limit=None):
         self.body = body
         self.model = model
         self.stream = stream
         self.images = images
+        self.timeout = timeout  # seconds between bytes
+        self.limit = limit  # seconds for the whole call, or None
+        self.deadline = time.monotonic() + limit if limit is not None else None
 
 
 def _dumps(value):
@@ -892,12 +904,10 @@ def _retry_after(headers):
     return max(0.0, when.timestamp() - time.time())
 
 
-def _read_body(response, timeout):
-    """The whole body as bytes, with network failures mapped to ours."""
-    try:
-        return response.content
-    except requests.RequestException as exc:
-        raise _network_error(exc, response.url, None, timeout) from exc
+def _read_body(response, call):
+    """The whole body as bytes, within the call's time limits."""
+    with response:
+        return b"".join(_read_chunks(response.raw, call))
 
 
 def _is_event_stream(response, body):
@@ -1206,30 +1216,37 @@ def _closest(name, choices):
 # -- Internals: streams ------------------------------------------------------
 
 
-def _read_chunks(raw, deadline, url):
+def _read_chunks(raw, call):
     """Yield the body's bytes as soon as they arrive, in either framing.
 
     ``read1`` returns what the socket has (a chunk of a chunked body, or the
     bytes at hand of a close-delimited one) where ``read(n)`` would wait for n
-    bytes. urllib3 before 2.0 has no ``read1``; its http.client response does.
+    bytes. urllib3 before 2.0 has no ``read1``; its http.client response does
+    (and the client then asks for uncompressed bodies, see Client).
     """
     read = getattr(raw, "read1", None) or raw._fp.read1
+    deadline = call.deadline
     while True:
         try:
             data = read(_READ_SIZE)
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
             if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
-                error = Timeout("the server sent nothing more for too long in the middle of the stream")
+                error = Timeout(
+                    "the server sent nothing more for %ss in the middle of the answer "
+                    "(raise timeout= to wait longer)" % call.timeout
+                )
             elif isinstance(exc, urllib3.exceptions.DecodeError):
-                error = InvalidResponse("the stream could not be decoded: %s" % exc)
+                error = InvalidResponse("the answer could not be decoded: %s" % exc)
             else:
-                error = ConnectionFailed("the connection dropped in the middle of the stream: %s" % _reason(exc))
+                error = ConnectionFailed(
+                    "the connection dropped in the middle of the answer: %s" % _reason(exc)
+                )
             raise error from exc
         if not data:
             return
         yield data
         if deadline is not None and time.monotonic() > deadline:
-            raise Timeout("the stream took longer than its stream_timeout")
+            raise Timeout("the answer took longer than stream_timeout=%ss" % call.limit)
 
 
 def _deltas(chunks, acc, response, client, call):

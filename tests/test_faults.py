@@ -78,7 +78,7 @@ def test_stalls_mid_stream_keeps_the_text(fault_server, make_client):
     fault_server.script(fs.stream(events("one ", "two ", finish=None, done=False), then=lambda: time.sleep(3)))
     error, took = run(consume(make_client(timeout=0.5)))
     assert isinstance(error, boc.Timeout) and isinstance(error, boc.StreamInterrupted)
-    assert "sent nothing more" in str(error)
+    assert "sent nothing more for 0.5s" in str(error)
     assert error.partial.text == "one two "
     assert len(fault_server.requests) == 1
     assert took < 2.5
@@ -91,6 +91,20 @@ def test_slow_trickle_is_bounded_by_stream_timeout(fault_server, make_client):
     assert "stream_timeout" in str(error)
     assert error.partial.text.startswith("tok0 tok1 ")
     assert 0.6 <= took < 1.5
+
+
+def test_slow_non_stream_body_is_bounded_too(fault_server, make_client):
+    body = b" " * 100 + b"{}"
+    fault_server.script(fs.stream([body[i:i + 1] for i in range(len(body))], delay=0.05, ctype="application/json"))
+    error, took = run(lambda: make_client().chat("Hi", stream_timeout=0.5))
+    assert type(error) is boc.Timeout and "stream_timeout=0.5s" in str(error)
+    assert took < 1.5
+
+
+def test_non_stream_body_cut_off(fault_server, make_client):
+    fault_server.script(fs.stream([b'{"choices": [{"message": {"content": "Hel'], end=False, ctype="application/json"))
+    error, _ = run(lambda: make_client().chat("Hi"))
+    assert type(error) is boc.ConnectionFailed and "dropped in the middle of the answer" in str(error)
 
 
 def test_stream_timeout_on_the_client(fault_server, make_client):
@@ -118,7 +132,7 @@ def test_connection_dropped_mid_stream(fault_server, make_client):
     fault_server.script(fs.stream(events("half ", finish=None, done=False), end=False))
     error, _ = run(consume(make_client()))
     assert isinstance(error, boc.ConnectionFailed) and isinstance(error, boc.StreamInterrupted)
-    assert "dropped in the middle of the stream" in str(error)
+    assert "dropped in the middle of the answer" in str(error)
     assert error.partial.text == "half "
     assert len(fault_server.requests) == 1  # never retried once data arrived
 

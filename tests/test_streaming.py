@@ -22,7 +22,7 @@ def feed(chunks, client=None):
     """A ChatStream reading the given byte chunks, exactly as split."""
     client = client or boc.Client("http://api.test/v1", model="m")
     call = boc._Call(None, "m", stream=True)
-    return boc.ChatStream(client, _Response(), call, None, chunks=iter(chunks))
+    return boc.ChatStream(client, _Response(), call, chunks=iter(chunks))
 
 
 def texts(stream):
