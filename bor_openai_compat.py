@@ -44,6 +44,7 @@ import os
 import random
 import re
 import socket
+import sys
 import stat
 import time
 from typing import Any, Iterable, Iterator
@@ -82,6 +83,8 @@ __all__ = [
     "StreamingNotSupported",
     "StreamInterrupted",
     "InvalidResponse",
+    "EXIT_CODES",
+    "main",
 ]
 
 log = logging.getLogger(__name__)
@@ -1209,7 +1212,7 @@ def _closest(name, choices):
             return choice
     import difflib  # only needed on this error path
 
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.4)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     return close[0] if close else None
 
 
@@ -1535,3 +1538,286 @@ def _interrupted(error, partial):
             "%s (%d characters had arrived; they are in .partial)" % (error.args[0], len(partial.text)),
         )
     return error
+
+
+# -- Command line ------------------------------------------------------------
+
+#: Exit status of the command line by error family, first match wins.
+EXIT_CODES = (
+    (ConfigurationError, 2),
+    (InvalidImage, 2),
+    (ConnectionFailed, 3),
+    (Timeout, 4),
+    (AuthenticationError, 5),
+    (UnknownModel, 6),
+    (EndpointNotFound, 6),
+    (StreamInterrupted, 8),
+    (StreamingNotSupported, 8),
+    (InvalidResponse, 8),
+    (APIError, 7),
+)
+
+
+def main(argv: list | None = None) -> int:
+    """Run the command line (``python -m bor_openai_compat``); return the exit status."""
+    import argparse  # only the command line needs it
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--base-url", help="the URL before /chat/completions (default $OPENAI_BASE_URL)")
+    common.add_argument("--api-key", help="default $OPENAI_API_KEY")
+    common.add_argument("--model", help="default $OPENAI_MODEL")
+    common.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the server")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser = argparse.ArgumentParser(
+        prog="bor-openai-compat",
+        description="Talk to an OpenAI-compatible endpoint, and find out what is wrong when it fails.",
+    )
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    chat = commands.add_parser("chat", parents=[common], help="send a prompt and print the answer as it arrives")
+    chat.add_argument("prompt", help="the prompt, or - to read it from stdin")
+    chat.add_argument("--system", help="a system message")
+    chat.add_argument("--image", action="append", default=[], help="attach an image (repeatable)")
+    chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+    chat.add_argument("--json", action="store_true", help="print the raw final response as JSON")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    commands.add_parser("models", parents=[common], help="list the models the endpoint serves")
+    doctor = commands.add_parser("doctor", parents=[common], help="check the set-up step by step")
+    doctor.add_argument("--vision", action="store_true", help="also check that an image is accepted")
+    args = parser.parse_args(argv)
+
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    try:
+        if args.command == "doctor":
+            return _Doctor(args).run()
+        client = Client(args.base_url, args.api_key, args.model, timeout=args.timeout)
+        if args.command == "models":
+            for model in client.models():
+                print(model)
+            return 0
+        return _cli_chat(client, args)
+    except OpenAICompatError as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print("error: %s" % exc, file=sys.stderr)
+        return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), 1)
+
+
+def _cli_chat(client, args):
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    messages = [{"role": "user", "content": prompt}]
+    if args.system:
+        messages.insert(0, {"role": "system", "content": args.system})
+    params = {}
+    if args.max_tokens is not None:
+        params["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        params["temperature"] = args.temperature
+    images = args.image or None
+    if args.no_stream or args.json:
+        result = client.chat(messages, images=images, **params)
+        if args.json:
+            print(json.dumps(result.raw, indent=2, ensure_ascii=False))
+        else:
+            _print_reasoning(result.reasoning)
+            print(result.text)
+        return 0
+    try:
+        stream = client.stream(messages, images=images, **params)
+    except StreamingNotSupported as exc:
+        if exc.result is None:
+            raise
+        print("note: %s" % exc, file=sys.stderr)
+        _print_reasoning(exc.result.reasoning)
+        print(exc.result.text)
+        return 0
+    text = ""
+    try:
+        with stream:
+            for delta in stream:
+                _print_reasoning(delta.reasoning)
+                if delta.text:
+                    sys.stdout.write(delta.text)
+                    sys.stdout.flush()
+                    text = delta.text
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return 130
+    if not text.endswith("\n"):
+        sys.stdout.write("\n")
+    return 0
+
+
+def _print_reasoning(text):
+    if text:
+        dim = sys.stderr.isatty()
+        sys.stderr.write("\033[2m%s\033[0m" % text if dim else text)
+        sys.stderr.flush()
+
+
+class _Doctor:
+    """The troubleshooting list a user would otherwise walk by hand."""
+
+    def __init__(self, args):
+        self.args = args
+        self.failed = False
+        try:
+            "✓✗".encode(sys.stdout.encoding or "ascii")
+            self.ok, self.bad = "✓", "✗"
+        except (LookupError, UnicodeEncodeError):
+            self.ok, self.bad = "ok  ", "FAIL"
+
+    def say(self, good, text):
+        self.failed = self.failed or not good
+        print("%s %s" % (self.ok if good else self.bad, text))
+        sys.stdout.flush()
+        return good
+
+    def run(self):
+        args = self.args
+        base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            self.say(False, "no base URL: set OPENAI_BASE_URL or pass --base-url")
+            self.scan()
+            return 1
+        source = "--base-url" if args.base_url else "OPENAI_BASE_URL"
+        client = Client(base_url, args.api_key, args.model, timeout=args.timeout, max_retries=0)
+        self.say(True, "base URL %s (from %s)" % (_safe_url(client.base_url), source))
+        served = self.check_server(client)
+        if served is None:
+            return 1
+        model = client.model
+        if not model:
+            self.say(False, "no model: set OPENAI_MODEL or pass --model (served: %s)" % (", ".join(served) or "none"))
+            return 1
+        if model in served:
+            self.say(True, "model %r is served" % model)
+        start = time.monotonic()
+        try:
+            result = client.chat("Say OK.", max_tokens=8)
+        except UnknownModel as exc:
+            hint = "; did you mean %r?" % exc.suggestion if exc.suggestion else ""
+            self.say(False, "model %r is not served here%s (served: %s)"
+                     % (model, hint, ", ".join(exc.available or served) or "none"))
+            return 1
+        except OpenAICompatError as exc:
+            self.say(False, "a short chat failed: %s" % exc)
+            return 1
+        if model not in served:
+            self.say(True, "model %r is not listed, but the server accepts it" % model)
+        self.say(True, "a short chat works (%.2fs): %r" % (time.monotonic() - start, _clip(result.text, 40)))
+        self.check_stream(client)
+        if args.vision:
+            self.check_vision(client)
+        return 1 if self.failed else 0
+
+    def check_server(self, client):
+        """Checks 2-4: the server answers, the path is right, the key is accepted."""
+        host, port = _host_port(client.base_url)
+        try:
+            served = client.models()
+        except ConnectionRefused:
+            self.say(False, "nothing answers at %s:%s: the local server isn't running or the base "
+                            "URL/port is wrong" % (host, port))
+            return None
+        except (ConnectionFailed, Timeout) as exc:
+            self.say(False, "the server does not answer: %s" % exc)
+            return None
+        except EndpointNotFound:
+            self.say(True, "the server answers at %s:%s" % (host, port))
+            fixed = self.find_path(client)
+            if fixed:
+                fix = "add /v1 to the base URL" if fixed == client.base_url + "/v1" else "change the base URL"
+                self.say(False, "wrong path: %s/models is not found but %s/models answers: %s "
+                                "(--base-url %s or OPENAI_BASE_URL)"
+                         % (_safe_url(client.base_url), _safe_url(fixed), fix, _safe_url(fixed)))
+            else:
+                self.say(False, "wrong path: GET %s/models is not found; the base URL should end "
+                                "where /chat/completions begins" % _safe_url(client.base_url))
+            return None
+        except AuthenticationError as exc:
+            self.say(True, "the server answers at %s:%s" % (host, port))
+            self.say(False, "the API key is not accepted (HTTP %s: %s): %s" % (
+                exc.status_code, _clip(exc.message, 200),
+                "check OPENAI_API_KEY or --api-key" if client._api_key else "set OPENAI_API_KEY or --api-key"))
+            return None
+        except OpenAICompatError as exc:
+            self.say(True, "the server answers at %s:%s" % (host, port))
+            self.say(False, "GET /models failed: %s" % exc)
+            return []
+        self.say(True, "the server answers at %s:%s" % (host, port))
+        self.say(True, "the path is right (GET /models lists %d model%s)" % (len(served), "" if len(served) == 1 else "s"))
+        self.say(True, "the API key is accepted" if client._api_key else "no API key needed")
+        return served
+
+    def find_path(self, client):
+        parts = urllib3.util.parse_url(client.base_url)
+        origin = "%s://%s" % (parts.scheme, parts.netloc)
+        for candidate in (client.base_url + "/v1", origin + "/v1"):
+            try:
+                Client(candidate, client._api_key, timeout=5, max_retries=0).models()
+                return candidate
+            except OpenAICompatError:
+                continue
+        return None
+
+    def check_vision(self, client):
+        try:
+            client.chat("What colour is this picture?", images=[_tiny_png()], max_tokens=8)
+        except VisionNotSupported as exc:
+            return self.say(False, "images are refused: %s" % exc)
+        except OpenAICompatError as exc:
+            return self.say(False, "a chat with an image failed: %s" % exc)
+        return self.say(True, "an image is accepted")
+
+    def check_stream(self, client):
+        try:
+            with client.stream("Count to three.", max_tokens=8) as stream:
+                deltas = sum(1 for _ in stream)
+        except StreamingNotSupported as exc:
+            return self.say(False, "streaming: no. %s" % exc)
+        except OpenAICompatError as exc:
+            return self.say(False, "streaming failed: %s" % exc)
+        return self.say(True, "streaming works the OpenAI way (%d events)" % deltas)
+
+    def scan(self):
+        """Without a base URL, look for the usual local servers on 127.0.0.1."""
+        found = []
+        for name, url in LOCAL_SERVERS:
+            url = url.replace("localhost", "127.0.0.1")
+            try:
+                models = Client(url, self.args.api_key, timeout=3, connect_timeout=1, max_retries=0).models()
+            except ConnectionFailed:
+                print("  nothing at %s (%s)" % (url, name))
+                continue
+            except OpenAICompatError as exc:
+                found.append(url)
+                print("  %s answers at %s, but: %s" % (name, url, exc))
+                continue
+            found.append(url)
+            print("  %s answers at %s (%s)" % (name, url, ", ".join(models[:5]) or "no models"))
+        if found:
+            print("  so: export OPENAI_BASE_URL=%s" % found[0])
+
+
+def _tiny_png():
+    """An 8x8 red PNG, made here so that doctor --vision needs no file."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * 8 for _ in range(8))
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
