@@ -2,7 +2,6 @@
 result or one of our exceptions, and no complete content event is lost."""
 import json
 
-import pytest
 import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
