@@ -109,6 +109,9 @@ _RETRY_BASE = 0.5  # seconds before the first retry; doubles each time
 _RETRY_MAX_WAIT = 8.0  # cap of our own backoff
 _RETRY_AFTER_CAP = 60.0  # a server asking for a longer wait is not waited for
 _READ_SIZE = 65536
+_B64_SLICE = 3 << 18  # bytes of image encoded at a time
+_SPLICE_MIN = 1 << 16  # image URLs this long are kept out of json.dumps
+_SPLICE_MARK = "\x00bor-splice\x00"
 _ERROR_BODY_LIMIT = 1 << 20  # an error page bigger than this is cut
 _USER_AGENT = "bor-openai-compat/" + __version__
 
@@ -494,15 +497,12 @@ class Client:
         if images is not None:
             images = [image_part(image, max_bytes=self.max_image_bytes) for image in images]
         payload = build_chat_payload(messages, model=model, stream=stream, images=images, **params)
-        has_images = any(
-            isinstance(m.get("content"), list)
-            and any(isinstance(p, dict) and p.get("type") == "image_url" for p in m["content"])
-            for m in payload["messages"]
-        )
-        # The payload dict is dropped once it is text, so a big image is held
-        # as base64 text once, not twice.
-        body = _dumps(payload).encode("utf-8")
-        del payload
+        del images
+        urls = []
+        payload["messages"], has_images = _lift_urls(payload["messages"], urls)
+        text = _dumps(payload)
+        del payload  # now only `urls` holds the big image texts
+        body = _splice(text, urls)
         limit = stream_timeout if stream_timeout is not None else self.stream_timeout
         return _Call(
             body,
@@ -719,13 +719,14 @@ def image_data_url(
             "%s is not an image this module recognises (PNG, JPEG, GIF, WebP, BMP, "
             "TIFF, HEIC, AVIF); pass mime= if it is one" % name
         )
-    # Each step lets go of the previous one, so a big image costs about
-    # twice its base64 text at the peak, not four times.
-    encoded = base64.b64encode(data)
-    del data
-    text = encoded.decode("ascii")
-    del encoded
-    return "data:" + mime + ";base64," + text
+    # Encoded in slices (a multiple of 3 bytes, so the pieces join into one
+    # base64 text): the whole image is never held as base64 bytes and text at once.
+    view = memoryview(data)
+    pieces = ["data:", mime, ";base64,"]
+    for start in range(0, len(view), _B64_SLICE):
+        pieces.append(base64.b64encode(view[start : start + _B64_SLICE]).decode("ascii"))
+    del view, data
+    return "".join(pieces)
 
 
 def image_part(
@@ -774,6 +775,61 @@ class _Call:
 
 def _dumps(value):
     return json.dumps(value, separators=(",", ":"))
+
+
+def _lift_urls(messages, urls):
+    """Take long image URLs out of the messages, for :func:`_splice`.
+
+    ``json.dumps`` copies a string twice (escaped, then joined), so a 20 MB
+    image would sit in memory as base64 text four times at once. A URL that
+    needs no JSON escaping is replaced by a mark and collected in ``urls``.
+    Returns (messages, whether any image part was seen); the caller's message
+    dicts are not changed.
+    """
+    seen = False
+    lifted = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                image = part.get("image_url") if isinstance(part, dict) else None
+                if image is not None:
+                    seen = True
+                    url = image.get("url") if isinstance(image, dict) else None
+                    if isinstance(url, str) and len(url) > _SPLICE_MIN and _plain(url):
+                        urls.append(url)
+                        part = dict(part, image_url=dict(image, url=_SPLICE_MARK))
+                parts.append(part)
+            message = dict(message, content=parts)
+        lifted.append(message)
+    return lifted, seen
+
+
+def _plain(text):
+    """Whether JSON writes ``text`` as it is (printable ASCII, no quote or backslash)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _splice(text, urls):
+    """UTF-8 JSON bytes of ``text`` with the lifted URLs put back in order.
+
+    Each URL is let go as soon as it is bytes, so a big image is held at most
+    twice at any moment.
+    """
+    if not urls:
+        return text.encode("utf-8")
+    pieces = text.split(_dumps(_SPLICE_MARK))
+    del text
+    body = []
+    for i, piece in enumerate(pieces[:-1]):
+        body.append(piece.encode("utf-8"))
+        body.append(b'"')
+        body.append(urls[i].encode("ascii"))
+        urls[i] = None
+        body.append(b'"')
+    body.append(pieces[-1].encode("utf-8"))
+    return b"".join(body)
 
 
 def _normalize_base_url(url):
@@ -1022,12 +1078,22 @@ def _read_image(source, max_bytes):
         if info.st_size > max_bytes:
             raise InvalidImage(_too_big(name, info.st_size, max_bytes))
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            # One byte more than stat said shows a file that grew meanwhile.
+            data = f.read(info.st_size + 1)
     elif hasattr(source, "read"):
         name = repr(getattr(source, "name", "the image file object"))
-        data = source.read(max_bytes + 1)
-        if not isinstance(data, bytes):
-            raise InvalidImage("the image file object %s must be opened in binary mode ('rb')" % name)
+        # In pieces: read(n) sets aside n bytes at once, however short the file.
+        pieces, size = [], 0
+        while size <= max_bytes:
+            piece = source.read(min(1 << 20, max_bytes + 1 - size))
+            if not piece:
+                break
+            if not isinstance(piece, bytes):
+                raise InvalidImage("the image file object %s must be opened in binary mode ('rb')" % name)
+            pieces.append(piece)
+            size += len(piece)
+        data = b"".join(pieces)
+        del pieces
     else:
         raise InvalidImage(
             "an image must be a path, bytes, a binary file or an http(s)/data URL, not %s"
@@ -1054,25 +1120,23 @@ def _too_big(name, size, limit):
 # body decides. Families, not single strings: Ollama "model 'x' not found",
 # vLLM "The model `x` does not exist.", LiteLLM "Invalid model name passed in
 # model=x", LM Studio 'Invalid model identifier "x"', OpenAI model_not_found.
-_MODEL_MISSING = re.compile(
-    r"\bmodel\b.{0,300}?\b(not found|does not exist|doesn't exist|not available|"
-    r"is not served|not loaded|unknown)|\b(invalid|unknown|no such|unsupported) model\b",
-    re.I | re.S,
+# The patterns are compiled on first use (re caches them), not at import.
+_MODEL_MISSING = (
+    r"(?is)\bmodel\b.{0,300}?\b(not found|does not exist|doesn't exist|not available|"
+    r"is not served|not loaded|unknown)|\b(invalid|unknown|no such|unsupported) model\b"
 )
-_VISION_REFUSED = re.compile(
-    r"(image|vision|multi-?modal)\w*.{0,80}?(not supported|unsupported|not enabled|"
+_VISION_REFUSED = (
+    r"(?is)(image|vision|multi-?modal)\w*.{0,80}?(not supported|unsupported|not enabled|"
     r"not allowed|not available)|(not|n't) (support|accept)\w* (image|vision|multi-?modal)|"
-    r"not a multi-?modal model|mmproj",
-    re.I | re.S,
+    r"not a multi-?modal model|mmproj"
 )
-_STREAM_REFUSED = re.compile(
-    r"\bstream\w*\b.{0,80}?(not supported|unsupported|not allowed|not permitted|"
-    r"unrecognized|extra (fields|inputs)|unexpected)|(unrecognized|unknown|unexpected)\b.{0,40}\bstream\b",
-    re.I | re.S,
+_STREAM_REFUSED = (
+    r"(?is)\bstream\w*\b.{0,80}?(not supported|unsupported|not allowed|not permitted|"
+    r"unrecognized|extra (fields|inputs)|unexpected)|(unrecognized|unknown|unexpected)\b.{0,40}\bstream\b"
 )
-_ENDPOINT_MISSING = re.compile(r"unexpected endpoint|no route|page not found|^not found$", re.I)
+_ENDPOINT_MISSING = r"(?i)unexpected endpoint|no route|page not found|^not found$"
 # llama-cpp-python answers a malformed request with 500 and pydantic's words.
-_VALIDATION = re.compile(r"validation error|field required|is not a valid|invalid type", re.I)
+_VALIDATION = r"(?i)validation error|field required|is not a valid|invalid type"
 # LiteLLM without a database answers an unknown key with 400 "no_db_connection".
 _AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "no_db_connection")
 
@@ -1180,20 +1244,20 @@ def _api_error(status, raw, call, where, base_url, api_key, retry_after):
 
 
 def _error_class(status, message, code, kind, call):
-    if call.images and _VISION_REFUSED.search(message):
+    if call.images and re.search(_VISION_REFUSED, message):
         return VisionNotSupported
-    if call.model and (code == "model_not_found" or _MODEL_MISSING.search(message)):
+    if call.model and (code == "model_not_found" or re.search(_MODEL_MISSING, message)):
         return UnknownModel
     if status in (401, 403) or kind in _AUTH_TYPES or code == "invalid_api_key":
         return AuthenticationError
-    if call.stream and status in (400, 422) and _STREAM_REFUSED.search(message):
+    if call.stream and status in (400, 422) and re.search(_STREAM_REFUSED, message):
         return StreamingNotSupported
-    if status == 404 or _ENDPOINT_MISSING.search(message):
+    if status == 404 or re.search(_ENDPOINT_MISSING, message):
         return EndpointNotFound
     if status == 429:
         return RateLimited
     if status is not None and status >= 500:
-        return BadRequest if _VALIDATION.search(message) else ServerError
+        return BadRequest if re.search(_VALIDATION, message) else ServerError
     if status is not None and 400 <= status < 500 and status not in (408, 409):
         return BadRequest
     return APIError
@@ -1227,7 +1291,12 @@ def _read_chunks(raw, call):
     bytes. urllib3 before 2.0 has no ``read1``; its http.client response does
     (and the client then asks for uncompressed bodies, see Client).
     """
-    read = getattr(raw, "read1", None) or raw._fp.read1
+    if raw.chunked and raw.supports_chunked_reads():
+        # One HTTP chunk at a time, as it arrives, decompressed if need be.
+        pieces = raw.read_chunked(None, decode_content=True)
+        read = lambda size: next(pieces, b"")  # noqa: E731
+    else:
+        read = getattr(raw, "read1", None) or raw._fp.read1
     deadline = call.deadline
     while True:
         try:
@@ -1256,7 +1325,7 @@ def _deltas(chunks, acc, response, client, call):
     """Parse a stream into StreamDeltas, folding them into acc."""
     head = []
     try:
-        for event in sseclient.SSEClient(_event_blocks(chunks, head)).events():
+        for event in _SSEClient(_event_blocks(chunks, head)).events():
             data = event.data
             if data == "[DONE]" or data[:1] == "[" and data.strip() == "[DONE]":
                 acc.done = True
@@ -1269,7 +1338,9 @@ def _deltas(chunks, acc, response, client, call):
                 raise InvalidResponse(
                     "the stream sent an event that is not JSON (%s): %s" % (exc, _clip(data))
                 ) from exc
-            if event.event == "error" or _error_in(chunk):
+            if event.event == "error" or chunk.__class__ is dict and (
+                chunk.get("error") or chunk.get("object") == "error"  # see _error_in
+            ):
                 if chunk.__class__ is dict and chunk.get("choices"):
                     acc.add(chunk)  # OpenRouter puts the error beside a last delta
                 raise _error_event(chunk, client, call)
@@ -1298,6 +1369,16 @@ def _error_event(chunk, client, call):
     return client._error(status, raw, call, where="the stream")
 
 
+class _SSEClient(sseclient.SSEClient):
+    """sseclient-py's parser, fed whole events by :func:`_event_blocks`.
+
+    Its own ``_read`` would cut the stream into events again, line by line.
+    """
+
+    def _read(self):
+        return self._event_source
+
+
 def _event_blocks(chunks, head):
     """Cut a byte stream into whole SSE events for sseclient.
 
@@ -1314,6 +1395,11 @@ def _event_blocks(chunks, head):
     for data in chunks:
         if not head:
             head.append(data[:200])
+        if not pending and not cr and data[-2:] == b"\n\n" and data.find(b"\n\n") == len(data) - 2:
+            # The usual case: one read, one whole event with plain line ends.
+            if b"\r" not in data:
+                yield _whole_event((data,))
+                continue
         if cr:
             data = b"\r" + data
         cr = data.endswith(b"\r")
@@ -1398,7 +1484,9 @@ class _Accumulator:
                     self.calls.add(calls)
                 if finish:
                     self.finish_reason = finish
-            usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+            usage = chunk.get("usage")
+            if usage is None and "x_groq" in chunk:  # Groq puts it there
+                usage = chunk["x_groq"].get("usage")
         except (AttributeError, TypeError, LookupError) as exc:
             raise InvalidResponse(
                 "the server sent a chat completion of an unexpected shape (%s): %s" % (exc, _clip(_dumps(chunk)))

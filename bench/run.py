@@ -1,0 +1,270 @@
+"""Benchmarks: bor_openai_compat against openai-python and a minimal baseline.
+
+    python bench/run.py            # the full run (a few minutes)
+    python bench/run.py --quick    # a small run, to check the harness
+
+A server process of its own (bench/server.py) sends canned bytes on
+127.0.0.1, so the server costs the same for every client. The baseline is the
+least a Python client can do on the same transport: requests, splitting lines
+and json.loads per event. Each figure is the median of several repetitions.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import py_compile
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import requests  # noqa: E402
+
+import bor_openai_compat as boc  # noqa: E402
+
+try:
+    import openai
+except ImportError:  # the table says so
+    openai = None
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+# -- The three clients -------------------------------------------------------
+
+
+def ours_stream(base):
+    client = boc.Client(base, model="m", max_retries=0)
+    n = 0
+    with client.stream(MESSAGES) as stream:
+        for delta in stream:
+            if delta.text:
+                n += 1
+    client.close()
+    return n
+
+
+def openai_stream(base):
+    client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+    n = 0
+    for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            n += 1
+    client.close()
+    return n
+
+
+def baseline_stream(base):
+    n = 0
+    with requests.Session() as session:
+        response = session.post(base + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}, stream=True)
+        pending = b""
+        for data in response.iter_content(chunk_size=None):
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    chunk = json.loads(line[6:])
+                    if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                        n += 1
+    return n
+
+
+STREAMERS = {"bor_openai_compat": ours_stream, "openai": openai_stream, "baseline": baseline_stream}
+
+
+def arrivals(kind, base):
+    """Seconds from the server sending each event to the caller seeing it."""
+    late = []
+    if kind == "bor_openai_compat":
+        for delta in boc.Client(base, model="m").stream(MESSAGES):
+            if delta.text:
+                late.append(time.time() - float(delta.text))
+    elif kind == "openai":
+        client = openai.OpenAI(base_url=base, api_key="unused")
+        for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                late.append(time.time() - float(chunk.choices[0].delta.content))
+    else:
+        response = requests.post(base + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}, stream=True)
+        for line in response.iter_lines():
+            if line.startswith(b"data: {"):
+                content = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                if content:
+                    late.append(time.time() - float(content))
+    return late
+
+
+def round_trips(kind, base, n):
+    if kind == "bor_openai_compat":
+        client = boc.Client(base, model="m")
+        call = lambda: client.chat(MESSAGES).text  # noqa: E731
+    elif kind == "openai":
+        client = openai.OpenAI(base_url=base, api_key="unused")
+        call = lambda: client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content  # noqa: E731
+    else:
+        client = requests.Session()
+        call = lambda: client.post(base + "/chat/completions", json={"model": "m", "messages": MESSAGES}).json()  # noqa: E731
+    call()  # connect first: keep-alive is what is measured
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    return n / (time.perf_counter() - start)
+
+
+# -- Measuring ---------------------------------------------------------------
+
+
+def median_of(reps, fn):
+    return statistics.median(fn() for _ in range(reps))
+
+
+def cpu_seconds(fn, *args):
+    start = time.process_time()
+    fn(*args)
+    return time.process_time() - start
+
+
+def import_time(statement, reps):
+    # As installed: compiled once (pip does this), so the run measures imports,
+    # not the compiler; PYTHONDONTWRITEBYTECODE would otherwise prevent it.
+    py_compile.compile(boc.__file__, cfile=importlib.util.cache_from_source(boc.__file__))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+
+    def once():
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], check=True, env=env)
+        return time.perf_counter() - start
+
+    return median_of(reps, once)
+
+
+def image_body(path):
+    client = boc.Client("http://127.0.0.1:1/v1", model="m")
+    return client._call("What is in this picture?", None, [path], {}, False, None, None).body
+
+
+def start_server():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "server.py"), str(port)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc, "http://127.0.0.1:%d" % port
+
+
+def clients():
+    return [k for k in STREAMERS if k != "openai" or openai is not None]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small run that checks the harness")
+    args = parser.parse_args()
+    reps = 3 if args.quick else 7
+    chunks = 2000 if args.quick else 20000
+    sizes = (1, 2) if args.quick else (1, 10)
+    trips = 50 if args.quick else 500
+    image_mb = 2 if args.quick else 20
+    rows = []
+
+    def row(name, unit, values, better, note=""):
+        rows.append((name, unit, values, better, note))
+
+    print("Python %s on %s, %d cores; openai %s; %s"
+          % (platform.python_version(), platform.machine(), os.cpu_count(),
+             openai.__version__ if openai else "not installed", "quick run" if args.quick else "full run"))
+
+    # 1. Start-up.
+    statements = {"bor_openai_compat": "import bor_openai_compat", "openai": "import openai",
+                  "baseline": "import requests, sseclient"}
+    startup = {k: import_time(statements[k], reps) * 1000 for k in clients()}
+    row("start-up: fresh interpreter + import", "ms", startup, "lower", "baseline = import requests, sseclient")
+
+    server, root = start_server()
+    try:
+        # 2. Stream throughput, per second of client CPU.
+        base = root + "/stream/%d/v1" % chunks
+        for kind in clients():
+            STREAMERS[kind](base)  # warm up
+        per_sec = {k: chunks / median_of(reps, lambda: cpu_seconds(STREAMERS[k], base)) for k in clients()}
+        row("stream: %d chunks, per s of client CPU" % chunks, "chunks/s", per_sec, "higher")
+
+        # 3. One huge event.
+        for mb in sizes:
+            base = root + "/big/%d/v1" % (mb * 1024 * 1024)
+            took = {k: median_of(reps, lambda: cpu_seconds(STREAMERS[k], base)) * 1000 for k in clients()}
+            row("one %d MB event" % mb, "ms CPU", took, "lower", "%.1f ms/MB for us" % (took["bor_openai_compat"] / mb))
+
+        # 4. Latency to the first token on a close-delimited stream.
+        base = root + "/slow/5/v1"
+        first = {k: median_of(min(reps, 3), lambda: arrivals(k, base)[0]) * 1000 for k in clients()}
+        row("first token, close-delimited, 100 ms apart", "ms late", first, "lower", "target: < 50 ms")
+
+        # 6. Small round trips on a kept-alive connection.
+        base = root + "/chat/v1"
+        rps = {k: median_of(reps, lambda: round_trips(k, base, trips)) for k in clients()}
+        row("small chat round trips (keep-alive)", "req/s", rps, "higher")
+    finally:
+        server.kill()
+
+    # 5. Image encoding: a file to a ready request body.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "big.png")
+        size = image_mb * 1024 * 1024
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" + os.urandom(size - 8))
+        took = median_of(reps, lambda: _timed(image_body, path)) * 1000
+        tracemalloc.start()
+        body = image_body(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(body) > size * 4 // 3
+        del body
+    row("%d MB image file -> request body" % image_mb, "ms", {"bor_openai_compat": took}, "lower",
+        "peak memory %.2fx the file (target < 3x)" % (peak / size))
+
+    print_table(rows)
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def print_table(rows):
+    kinds = ["bor_openai_compat", "openai", "baseline"]
+    header = "%-44s %10s %10s %10s %-8s %9s %9s  %s" % ("workload", "ours", "openai", "baseline", "unit",
+                                                       "vs openai", "vs base", "note")
+    print(header)
+    print("-" * len(header))
+    for name, unit, values, better, note in rows:
+        cells = ["%10s" % _fmt(values.get(k)) for k in kinds]
+        ratios = []
+        for other in ("openai", "baseline"):
+            if other in values and values.get("bor_openai_compat"):
+                ours, theirs = values["bor_openai_compat"], values[other]
+                ratios.append("%8.2fx" % (ours / theirs if better == "higher" else theirs / ours))
+            else:
+                ratios.append("%9s" % "-")
+        print("%-44s %s %-8s %s %s  %s" % (name, " ".join(cells), unit, ratios[0], ratios[1], note))
+    print("\nRatios: how many times better we do (above 1 is better for us).")
+
+
+def _fmt(value):
+    if value is None:
+        return "-"
+    return "%.0f" % value if value >= 100 else "%.2f" % value
+
+
+if __name__ == "__main__":
+    main()
