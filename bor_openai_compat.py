@@ -83,7 +83,6 @@ __all__ = [
     "StreamingNotSupported",
     "StreamInterrupted",
     "InvalidResponse",
-    "EXIT_CODES",
     "main",
 ]
 
@@ -91,8 +90,8 @@ log = logging.getLogger(__name__)
 
 # -- Constants ---------------------------------------------------------------
 
-#: Where the usual local servers listen, for messages and ``doctor``.
-LOCAL_SERVERS = (
+# Where the usual local servers listen, for messages and ``doctor``.
+_LOCAL_SERVERS = (
     ("Ollama", "http://localhost:11434/v1"),
     ("LM Studio", "http://localhost:1234/v1"),
     ("llama.cpp", "http://localhost:8080/v1"),
@@ -100,9 +99,9 @@ LOCAL_SERVERS = (
     ("LiteLLM", "http://localhost:4000/v1"),
 )
 
-DEFAULT_TIMEOUT = 600.0  # a local server may load a model on the first request
-DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+_DEFAULT_TIMEOUT = 600.0  # a local server may load a model on the first request
+_DEFAULT_CONNECT_TIMEOUT = 5.0
+_DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 _RETRY_STATUSES = frozenset((408, 409, 429, 500, 502, 503, 504))
 _RETRY_BASE = 0.5  # seconds before the first retry; doubles each time
@@ -359,13 +358,13 @@ class Client:
         api_key: str | None = None,
         model: str | None = None,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float = _DEFAULT_TIMEOUT,
+        connect_timeout: float = _DEFAULT_CONNECT_TIMEOUT,
         stream_timeout: float | None = None,
         max_retries: int = 2,
         headers: dict | None = None,
         session: requests.Session | None = None,
-        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        max_image_bytes: int = _DEFAULT_MAX_IMAGE_BYTES,
     ):
         self.base_url = _normalize_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
         self._api_key = _check_api_key(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
@@ -699,7 +698,7 @@ def build_chat_payload(
 
 
 def image_data_url(
-    source: Any, *, mime: str | None = None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    source: Any, *, mime: str | None = None, max_bytes: int = _DEFAULT_MAX_IMAGE_BYTES
 ) -> str:
     """Return a ``data:`` URL with the image base64-encoded.
 
@@ -730,7 +729,7 @@ def image_data_url(
 
 
 def image_part(
-    source: Any, *, detail: str | None = None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    source: Any, *, detail: str | None = None, max_bytes: int = _DEFAULT_MAX_IMAGE_BYTES
 ) -> dict:
     """Return an ``image_url`` content part for a message.
 
@@ -763,7 +762,7 @@ class _Call:
 
     __slots__ = ("body", "model", "stream", "images", "timeout", "limit", "deadline")
 
-    def __init__(self, body, model, *, stream=False, images=False, timeout=DEFAULT_TIMEOUT, limit=None):
+    def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
         self.body = body
         self.model = model
         self.stream = stream
@@ -834,7 +833,7 @@ def _splice(text, urls):
 
 def _normalize_base_url(url):
     if not url or not url.strip():
-        known = "; ".join("%s %s" % pair for pair in LOCAL_SERVERS)
+        known = "; ".join("%s %s" % pair for pair in _LOCAL_SERVERS)
         raise ConfigurationError(
             "no base URL: pass base_url= or set OPENAI_BASE_URL to the URL before "
             "/chat/completions. Usual local servers: " + known
@@ -1630,8 +1629,8 @@ def _interrupted(error, partial):
 
 # -- Command line ------------------------------------------------------------
 
-#: Exit status of the command line by error family, first match wins.
-EXIT_CODES = (
+# Exit status of the command line by error family, first match wins.
+_EXIT_CODES = (
     (ConfigurationError, 2),
     (InvalidImage, 2),
     (ConnectionFailed, 3),
@@ -1654,7 +1653,7 @@ def main(argv: list | None = None) -> int:
     common.add_argument("--base-url", help="the URL before /chat/completions (default $OPENAI_BASE_URL)")
     common.add_argument("--api-key", help="default $OPENAI_API_KEY")
     common.add_argument("--model", help="default $OPENAI_MODEL")
-    common.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the server")
+    common.add_argument("--timeout", type=float, default=_DEFAULT_TIMEOUT, help="seconds to wait for the server")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser = argparse.ArgumentParser(
         prog="bor-openai-compat",
@@ -1693,7 +1692,7 @@ def main(argv: list | None = None) -> int:
 
             traceback.print_exc()
         print("error: %s" % exc, file=sys.stderr)
-        return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), 1)
+        return next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)), 1)
 
 
 def _cli_chat(client, args):
@@ -1877,7 +1876,7 @@ class _Doctor:
     def scan(self):
         """Without a base URL, look for the usual local servers on 127.0.0.1."""
         found = []
-        for name, url in LOCAL_SERVERS:
+        for name, url in _LOCAL_SERVERS:
             url = url.replace("localhost", "127.0.0.1")
             try:
                 models = Client(url, self.args.api_key, timeout=3, connect_timeout=1, max_retries=0).models()

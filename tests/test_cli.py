@@ -170,7 +170,7 @@ def test_doctor_vision(mocked, env, capsys):
 
 
 def test_doctor_without_a_base_url_looks_at_local_ports(mocked, capsys, monkeypatch):
-    monkeypatch.setattr(boc, "LOCAL_SERVERS", (("Ollama", "http://localhost:11434/v1"), ("vLLM", "http://localhost:8000/v1")))
+    monkeypatch.setattr(boc, "_LOCAL_SERVERS", (("Ollama", "http://localhost:11434/v1"), ("vLLM", "http://localhost:8000/v1")))
     mocked.get("http://127.0.0.1:8000/v1/models", json={"data": [{"id": "Qwen/Qwen2.5-7B"}]})
     code, out, _ = run(capsys, "doctor")
     assert code == 1
