@@ -494,7 +494,10 @@ class Client:
                 "OPENAI_MODEL (client.models() lists what %s serves)" % _safe_url(self.base_url)
             )
         if images is not None:
-            images = [image_part(image, max_bytes=self.max_image_bytes) for image in images]
+            images = [
+                image if isinstance(image, dict) else image_part(image, max_bytes=self.max_image_bytes)
+                for image in images
+            ]
         payload = build_chat_payload(messages, model=model, stream=stream, images=images, **params)
         del images
         urls = []
@@ -549,13 +552,15 @@ class Client:
                     RateLimited,
                     ServerError,
                 )
-                wait = getattr(error, "retry_after", None)
+                wait = _retry_after(response.headers)
                 if wait is not None and wait > _RETRY_AFTER_CAP:
                     retry = False  # the caller decides whether to wait that long
-            if not retry or attempt >= self.max_retries:
-                raise error from error.__cause__
             if wait is None:
                 wait = min(_RETRY_MAX_WAIT, _RETRY_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+            if call.deadline is not None and time.monotonic() + wait > call.deadline:
+                retry = False  # no time left for another try
+            if not retry or attempt >= self.max_retries:
+                raise error from error.__cause__
             log.debug("retrying in %.2fs after: %s", wait, error)
             time.sleep(wait)
             attempt += 1
@@ -564,7 +569,8 @@ class Client:
         with response:
             try:
                 raw = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) or b""
-            except Exception as exc:  # the error page itself broke: report the status
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                # The error page itself broke: the status is still worth reporting.
                 log.debug("could not read the error body: %s", exc)
                 raw = b""
         return self._error(

@@ -245,3 +245,19 @@ def test_dns_failure(monkeypatch):
     client = boc.Client("http://no-such-host.invalid/v1", model="m", max_retries=0)
     with pytest.raises(boc.ConnectionFailed, match="could not resolve the host 'no-such-host.invalid'"):
         client.chat("Hi")
+
+
+def test_503_retry_after_is_honoured(mocked):
+    mocked.post(URL, status=503, headers={"Retry-After": "0.3"}, body="warming up")
+    mocked.post(URL, json=completion())
+    start = time.monotonic()
+    boc.Client(BASE, model="m").chat("Hi")
+    assert 0.3 <= time.monotonic() - start < 2 and len(mocked.calls) == 2
+
+
+def test_no_retry_past_the_stream_timeout(mocked):
+    mocked.post(URL, status=503, headers={"Retry-After": "5"}, body="busy")
+    start = time.monotonic()
+    with pytest.raises(boc.ServerError):
+        boc.Client(BASE, model="m", max_retries=3).chat("Hi", stream_timeout=1)
+    assert time.monotonic() - start < 1 and len(mocked.calls) == 1
