@@ -1005,7 +1005,7 @@ def _looks_html(body):
 def _page_text(body):
     """Text of a body for a message: an HTML page's title, else the body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    if _looks_html(text.encode("utf-8", "replace")[:64]):
+    if _looks_html(text[:64].encode("utf-8", "replace")):
         title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
         h1 = re.search(r"<h1[^>]*>(.*?)</h1>", text, re.I | re.S)
         found = title or h1
@@ -1291,21 +1291,20 @@ def _closest(name, choices):
 def _read_chunks(raw, call):
     """Yield the body's bytes as soon as they arrive, in either framing.
 
-    ``read1`` returns what the socket has (a chunk of a chunked body, or the
-    bytes at hand of a close-delimited one) where ``read(n)`` would wait for n
-    bytes. urllib3 before 2.0 has no ``read1``; its http.client response does
-    (and the client then asks for uncompressed bodies, see Client).
+    A chunked body is read one HTTP chunk at a time, as each arrives. For a
+    close-delimited one, ``read1`` returns the bytes at hand where ``read(n)``
+    would wait for n of them (urllib3 before 2.0 has no ``read1``, its
+    http.client response has; the client then asks for uncompressed bodies).
     """
     if raw.chunked and raw.supports_chunked_reads():
-        # One HTTP chunk at a time, as it arrives, decompressed if need be.
         pieces = raw.read_chunked(None, decode_content=True)
-        read = lambda size: next(pieces, b"")  # noqa: E731
     else:
-        read = getattr(raw, "read1", None) or raw._fp.read1
+        read1 = getattr(raw, "read1", None) or raw._fp.read1
+        pieces = iter(lambda: read1(_READ_SIZE), b"")
     deadline = call.deadline
     while True:
         try:
-            data = read(_READ_SIZE)
+            data = next(pieces, b"")
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
             if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
                 error = Timeout(
@@ -1333,7 +1332,6 @@ def _deltas(chunks, acc, response, client, call):
         for event in _SSEClient(_event_blocks(chunks, head)).events():
             data = event.data
             if data == "[DONE]" or data[:1] == "[" and data.strip() == "[DONE]":
-                acc.done = True
                 return
             try:
                 chunk = json.loads(data)
@@ -1454,7 +1452,6 @@ class _Accumulator:
         self.calls = _ToolCalls()
         self.finish_reason = None
         self.usage = None
-        self.done = False
         self.chunks = 0
         self.first = None
 
