@@ -317,7 +317,15 @@ class StreamDelta:
 
     __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "raw")
 
-    def __init__(self, text="", reasoning="", tool_calls=(), finish_reason=None, usage=None, raw=None):
+    def __init__(
+        self,
+        text: str = "",
+        reasoning: str = "",
+        tool_calls: Any = (),
+        finish_reason: str | None = None,
+        usage: dict | None = None,
+        raw: Any = None,
+    ):
         self.text = text
         self.reasoning = reasoning
         self.tool_calls = tool_calls
