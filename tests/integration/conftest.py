@@ -2,7 +2,8 @@
 
 llama.cpp's ``llama-server`` (built by ``.ci/build-llama-server``, found
 through ``$LLAMA_SERVER`` or the build cache) serves two tiny models written
-by ``tinymodel.py``; the LiteLLM proxy serves mocked models. When a server is
+by ``tinymodel.py``; llama-cpp-python's own server serves one of them; the
+LiteLLM proxy serves mocked models. When a server is
 missing its tests skip, except under ``CI=true``, where that is a failure.
 """
 import glob
@@ -139,6 +140,25 @@ def single_llama(tiny_models, tmp_path):
         [binary, "-m", str(tiny_models / "tiny-chat.gguf"), "--host", "127.0.0.1", "--port", str(port),
          "--no-webui", "-c", "4096", "-t", "1", "-np", "1"],
         "http://127.0.0.1:%d/v1" % port, "", tmp_path / "server.log",
+    )
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python_server(tiny_models, tmp_path_factory):
+    """llama-cpp-python's own server (python -m llama_cpp.server), no key."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError as exc:
+        missing("llama-cpp-python's server is not installed (%s)" % exc)
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-cpp-python") / "server.log"
+    server = Server(
+        "llama-cpp-python server",
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_models / "tiny-chat.gguf"),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"],
+        "http://127.0.0.1:%d/v1" % port, "", log,
     )
     yield server.wait_ready("/models", 60)
     server.stop()
