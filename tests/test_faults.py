@@ -263,15 +263,24 @@ SECRET_FAULTS = [
     pytest.param(lambda: [fs.stream(events("a", finish=None, done=False), end=False)], "stream", id="dropped"),
     pytest.param(lambda: [fs.stream([b"garbage"])], "stream", id="garbage"),
     pytest.param(lambda: [fs.reply(200, completion("x"))], "stream", id="not-streaming"),
+    pytest.param(lambda: [fs.stream(events("a", finish=None, done=False) + [b"data: {broken\n\n"])], "stream",
+                 id="invalid-json-event"),
+    pytest.param(lambda: [fs.stream(events(*["t"] * 100), delay=0.05)], "stream-deadline", id="stream-timeout"),
+    pytest.param(lambda: [fs.reply(400, {"error": {"message": "stream is not supported"}})], "stream",
+                 id="stream-refused"),
+    pytest.param(lambda: [fs.reply(503, b"busy", "text/plain")], "chat", id="retried-503"),
 ]
 
 
 @pytest.mark.parametrize("scripts, kind", SECRET_FAULTS)
 def test_the_key_never_shows(fault_server, make_client, caplog, scripts, kind):
+    """Every error path, with a canary key: not in messages, reprs, bodies or DEBUG logs."""
     caplog.set_level(logging.DEBUG)
     fault_server.script(*scripts())
     client = make_client(timeout=0.5, max_retries=1)
-    error, _ = run(consume(client) if kind == "stream" else lambda: client.chat("Hi"))
+    calls = {"stream": consume(client), "stream-deadline": consume(client, stream_timeout=0.3),
+             "chat": lambda: client.chat("Hi")}
+    error, _ = run(calls[kind])
     assert isinstance(error, boc.OpenAICompatError)
     seen = [str(error), repr(error), repr(client), str(getattr(error, "body", "")), repr(getattr(error, "partial", ""))]
     seen += [record.getMessage() for record in caplog.records]
@@ -281,6 +290,15 @@ def test_the_key_never_shows(fault_server, make_client, caplog, scripts, kind):
         cause = cause.__cause__ or cause.__context__
     assert caplog.records, "no DEBUG records captured: the check would be empty"
     for text in seen:
+        assert CANARY_KEY not in text
+
+
+def test_the_key_never_shows_when_refused(caplog):
+    caplog.set_level(logging.DEBUG)
+    client = boc.Client("http://127.0.0.1:%d/v1" % free_port(), api_key=CANARY_KEY, model="m")
+    error, _ = run(lambda: client.chat("Hi"))
+    assert isinstance(error, boc.ConnectionRefused)
+    for text in [str(error), repr(error), str(error.__cause__)] + [r.getMessage() for r in caplog.records]:
         assert CANARY_KEY not in text
 
 
