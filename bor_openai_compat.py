@@ -350,8 +350,8 @@ class Client:
     :param model: the default model; default ``$OPENAI_MODEL``.
     :param timeout: seconds to wait for the server between bytes of an answer.
     :param connect_timeout: seconds to wait for a connection.
-    :param stream_timeout: an overall limit in seconds for reading one stream
-        (``None``: no limit beyond ``timeout`` between reads).
+    :param stream_timeout: an overall limit in seconds for one call, its
+        stream or its answer (``None``: no limit beyond ``timeout`` between reads).
     :param max_retries: how often a failed connection or a 408/409/429/5xx
         answer is retried, with exponential backoff.
     :param headers: extra headers for every request.
