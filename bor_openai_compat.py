@@ -554,7 +554,7 @@ class Client:
             else:
                 if response.status_code < 400:
                     return response
-                error = self._api_error(response, call)
+                error = self._error_response(response, call)
                 retry = response.status_code in _RETRY_STATUSES and type(error) in (
                     APIError,
                     RateLimited,
@@ -573,7 +573,7 @@ class Client:
             time.sleep(wait)
             attempt += 1
 
-    def _api_error(self, response, call):
+    def _error_response(self, response, call):
         with response:
             try:
                 raw = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) or b""
@@ -1349,9 +1349,7 @@ def _deltas(chunks, acc, response, client, call):
                 raise InvalidResponse(
                     "the stream sent an event that is not JSON (%s): %s" % (exc, _clip(data))
                 ) from exc
-            if event.event == "error" or chunk.__class__ is dict and (
-                chunk.get("error") or chunk.get("object") == "error"  # see _error_in
-            ):
+            if event.event == "error" or _error_in(chunk):
                 if chunk.__class__ is dict and chunk.get("choices"):
                     acc.add(chunk)  # OpenRouter puts the error beside a last delta
                 raise _error_event(chunk, client, call)
@@ -1406,11 +1404,16 @@ def _event_blocks(chunks, head):
     for data in chunks:
         if not head:
             head.append(data[:200])
-        if not pending and not cr and data[-2:] == b"\n\n" and data.find(b"\n\n") == len(data) - 2:
+        if (
+            not pending
+            and not cr
+            and data.endswith(b"\n\n")
+            and data.find(b"\n\n") == len(data) - 2
+            and b"\r" not in data
+        ):
             # The usual case: one read, one whole event with plain line ends.
-            if b"\r" not in data:
-                yield _whole_event((data,))
-                continue
+            yield _whole_event((data,))
+            continue
         if cr:
             data = b"\r" + data
         cr = data.endswith(b"\r")
@@ -1819,7 +1822,7 @@ class _Doctor:
         """Checks 2-4: the server answers, the path is right, the key is accepted."""
         host, port = _host_port(client.base_url)
         try:
-            served = client.models()
+            served, error = client.models(), None
         except ConnectionRefused:
             self.say(False, "nothing answers at %s:%s: the local server isn't running or the base "
                             "URL/port is wrong" % (host, port))
@@ -1827,8 +1830,10 @@ class _Doctor:
         except (ConnectionFailed, Timeout) as exc:
             self.say(False, "the server does not answer: %s" % exc)
             return None
-        except EndpointNotFound:
-            self.say(True, "the server answers at %s:%s" % (host, port))
+        except OpenAICompatError as exc:  # an answer, if not the one we want
+            served, error = None, exc
+        self.say(True, "the server answers at %s:%s" % (host, port))
+        if isinstance(error, EndpointNotFound):
             fixed = self.find_path(client)
             if fixed:
                 fix = "add /v1 to the base URL" if fixed == client.base_url + "/v1" else "change the base URL"
@@ -1839,17 +1844,14 @@ class _Doctor:
                 self.say(False, "wrong path: GET %s/models is not found; the base URL should end "
                                 "where /chat/completions begins" % _safe_url(client.base_url))
             return None
-        except AuthenticationError as exc:
-            self.say(True, "the server answers at %s:%s" % (host, port))
+        if isinstance(error, AuthenticationError):
             self.say(False, "the API key is not accepted (HTTP %s: %s): %s" % (
-                exc.status_code, _clip(exc.message, 200),
+                error.status_code, _clip(error.message, 200),
                 "check OPENAI_API_KEY or --api-key" if client._api_key else "set OPENAI_API_KEY or --api-key"))
             return None
-        except OpenAICompatError as exc:
-            self.say(True, "the server answers at %s:%s" % (host, port))
-            self.say(False, "GET /models failed: %s" % exc)
+        if error is not None:
+            self.say(False, "GET /models failed: %s" % error)
             return []
-        self.say(True, "the server answers at %s:%s" % (host, port))
         self.say(True, "the path is right (GET /models lists %d model%s)" % (len(served), "" if len(served) == 1 else "s"))
         self.say(True, "the API key is accepted" if client._api_key else "no API key needed")
         return served
