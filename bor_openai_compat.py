@@ -44,9 +44,12 @@ import os
 import random
 import re
 import socket
-import sys
 import stat
+import sys
+import threading
 import time
+import urllib.parse
+import zlib
 from typing import Any, Iterable, Iterator
 
 import requests
@@ -110,15 +113,59 @@ _RETRY_AFTER_CAP = 60.0  # a server asking for a longer wait is not waited for
 _READ_SIZE = 65536
 _B64_SLICE = 3 << 18  # bytes of image encoded at a time
 _SPLICE_MIN = 1 << 16  # image URLs this long are kept out of json.dumps
-_SPLICE_MARK = "\x00bor-splice\x00"
+_DEFAULT_MAX_EVENT_BYTES = 32 << 20  # one stream event, or one whole answer
 _ERROR_BODY_LIMIT = 1 << 20  # an error page bigger than this is cut
+_DRAIN_WAIT = 1.0  # seconds to wait for the end of a body after [DONE]
+_SCAN_LIMIT = 4096  # characters of server text the classifying patterns see
+_MESSAGE_LIMIT = 2000  # characters of a whole message
+_SERVER_MESSAGE_LIMIT = 500  # characters of the server's message in ours
+_EXCERPT_LIMIT = 200  # characters of a body shown in a message
+_MIN_SECRET = 4  # shorter secrets are not cut out of messages: they would cut words
+_SERVER_TEXT = ("message", "body", "excerpt")  # exception fields holding server text
+_ACCEPT_ENCODING = "gzip, deflate"  # what the client itself can decode, with a bound
 _USER_AGENT = "bor-openai-compat/" + __version__
 
 # -- Exceptions --------------------------------------------------------------
+#
+# An error takes what it knows as keyword fields, keeps them as attributes and
+# builds its message from them when asked (openai-python's _exceptions.py and
+# requests' exceptions.py are the models). Code that learns more later, the
+# served models or the text that had arrived, sets a field; the message follows.
+# Every message passes _finish(), which cuts out secrets and bounds its length.
 
 
 class OpenAICompatError(Exception):
     """Root of every error raised by this module."""
+
+    def __init__(self, detail: str = "", **fields: Any) -> None:
+        super().__init__(detail)
+        #: Our own sentence about what went wrong (the class may add to it).
+        self.detail = detail
+        for name, value in fields.items():
+            if not hasattr(type(self), name):
+                raise TypeError("%s has no field %r" % (type(self).__name__, name))
+            if name in _SERVER_TEXT:
+                # Server text is kept only scrubbed, whatever path it took.
+                value = _scrub_value(value)
+            setattr(self, name, value)
+
+    def __str__(self) -> str:
+        text = self._describe()
+        partial = getattr(self, "partial", None)
+        if partial is not None and partial.text:
+            text += " (%d characters had arrived; they are in .partial)" % len(partial.text)
+        return _finish(text, _MESSAGE_LIMIT)
+
+    def __repr__(self) -> str:
+        return "%s(%r)" % (type(self).__name__, str(self))
+
+    def __reduce__(self):
+        # Pools move exceptions between threads and processes by pickling:
+        # rebuilt from the sentence and the fields, as they were.
+        return (type(self), (self.detail,), self.__dict__)
+
+    def _describe(self) -> str:
+        return self.detail
 
 
 class ConfigurationError(OpenAICompatError, ValueError):
@@ -130,7 +177,12 @@ class InvalidImage(OpenAICompatError, ValueError):
 
 
 class ConnectionFailed(OpenAICompatError):
-    """The server could not be reached (DNS failure, reset, TLS, dropped)."""
+    """The server could not be reached (DNS failure, reset, TLS, dropped).
+
+    :ivar retryable: whether another try may go better.
+    """
+
+    retryable: bool = True
 
 
 class ConnectionRefused(ConnectionFailed):
@@ -138,7 +190,26 @@ class ConnectionRefused(ConnectionFailed):
 
 
 class Timeout(OpenAICompatError):
-    """The server did not connect, answer or finish in time."""
+    """The server did not connect, answer or finish in time.
+
+    :ivar connecting: ``True`` when no connection was made (worth a retry).
+    """
+
+    connecting: bool = False
+
+
+class InvalidResponse(OpenAICompatError):
+    """A success status with a body that is not what the API promises.
+
+    :ivar excerpt: the start of what the server sent instead.
+    """
+
+    excerpt: str | None = None
+
+    def _describe(self) -> str:
+        if self.excerpt is None:
+            return self.detail
+        return "%s: %s" % (self.detail, _finish(self.excerpt, _EXCERPT_LIMIT))
 
 
 class APIError(OpenAICompatError):
@@ -148,16 +219,38 @@ class APIError(OpenAICompatError):
     :ivar message: the server's own error message.
     :ivar code: the server's error code, if it sent one.
     :ivar body: the decoded error body (JSON value or text).
+    :ivar retry_after: seconds the server asked to wait before trying again.
     """
 
     status_code: int | None = None
     message: str = ""
     code: Any = None
     body: Any = None
+    retry_after: float | None = None
+    #: Where the answer came from ("POST http://.../chat/completions", "the stream").
+    where: str = ""
+    base_url: str = ""
+    model: str | None = None
+
+    def _what(self) -> str:
+        return _status_text(self)
+
+    def _describe(self) -> str:
+        return self.detail or "The server answered with an error (%s)." % self._what()
 
 
 class AuthenticationError(APIError):
-    """The API key is missing or was rejected (401/403)."""
+    """The API key is missing or was rejected (401/403).
+
+    :ivar key_sent: whether the request carried an API key.
+    """
+
+    key_sent: bool = False
+
+    def _describe(self) -> str:
+        if self.key_sent:
+            return "The server rejected the API key (%s): check OPENAI_API_KEY or api_key=." % self._what()
+        return "The server wants an API key (%s): set OPENAI_API_KEY or pass api_key=." % self._what()
 
 
 class UnknownModel(APIError):
@@ -168,31 +261,61 @@ class UnknownModel(APIError):
     :ivar suggestion: the closest served name, or ``None``.
     """
 
-    model: str | None = None
     available: list | None = None
     suggestion: str | None = None
+
+    def _describe(self) -> str:
+        text = "Model %r is not served at %s (%s)." % (self.model, self.base_url, self._what())
+        if self.available is not None:
+            served = "Served models: %s." % (", ".join(self.available) or "none")
+            if self.suggestion:
+                served = "Did you mean %r? %s" % (self.suggestion, served)
+            text += " " + served
+        return text
 
 
 class EndpointNotFound(APIError):
     """The URL does not exist on the server, usually a base URL missing ``/v1``."""
 
+    def _describe(self) -> str:
+        text = "%s does not exist (%s). " % (self.where, self._what())
+        if re.search(r"/v\d+\w*$", self.base_url):
+            return text + "Check the base URL %r: it is the part before /chat/completions." % self.base_url
+        return text + "The base URL probably lacks /v1: try %r." % (self.base_url + "/v1")
+
 
 class BadRequest(APIError):
     """The server rejected the request as invalid."""
+
+    def _describe(self) -> str:
+        return "The server rejected the request (%s)." % self._what()
 
 
 class VisionNotSupported(BadRequest):
     """The model or server does not accept image input."""
 
+    def _describe(self) -> str:
+        return (
+            "Model %r or this server does not accept images (%s). Use a vision model "
+            "(llama.cpp needs --mmproj)." % (self.model, self._what())
+        )
+
 
 class RateLimited(APIError):
     """Too many requests (429); ``retry_after`` is the wait the server asked for."""
 
-    retry_after: float | None = None
+    def _describe(self) -> str:
+        later = ""
+        if self.retry_after is not None:
+            later = "; the server asks to retry after %.0fs" % self.retry_after
+        return "Rate limited (%s)%s." % (self._what(), later)
 
 
 class ServerError(APIError):
     """The server failed (5xx)."""
+
+    def _describe(self) -> str:
+        return "The server failed (%s)." % self._what()
 
 
 class StreamingNotSupported(OpenAICompatError):
@@ -200,9 +323,25 @@ class StreamingNotSupported(OpenAICompatError):
 
     :ivar result: the complete :class:`ChatResult` when the server answered
         in one piece instead, else ``None``.
+    :ivar status_code: with ``message``, ``code``, ``body``: the error answer
+        that refused ``stream=true``, if that is how the server said it.
     """
 
     result: ChatResult | None = None
+    status_code: int | None = None
+    message: str = ""
+    code: Any = None
+    body: Any = None
+    where: str = ""
+    base_url: str = ""
+
+    def _describe(self) -> str:
+        if self.detail:
+            return self.detail
+        return "%s does not stream the OpenAI way: it rejected stream=true (%s); use chat()." % (
+            self.base_url,
+            _status_text(self),
+        )
 
 
 class StreamInterrupted(OpenAICompatError):
@@ -214,8 +353,35 @@ class StreamInterrupted(OpenAICompatError):
     partial: ChatResult | None = None
 
 
-class InvalidResponse(OpenAICompatError):
-    """A success status with a body that is not what the API promises."""
+# An error after a stream started is raised as its own class *and* as a
+# StreamInterrupted, so that both ``except ServerError`` and ``except
+# StreamInterrupted`` catch it. Each pair is made here once, under a name of
+# its own, so that it pickles like any other class.
+_MIDSTREAM: dict = {}
+for _family in (
+    ConnectionFailed, Timeout, InvalidResponse, APIError, AuthenticationError, UnknownModel,
+    EndpointNotFound, BadRequest, VisionNotSupported, RateLimited, ServerError, StreamingNotSupported,
+):  # fmt: skip
+    _name = "_%sMidStream" % _family.__name__
+    _MIDSTREAM[_family] = globals()[_name] = type(
+        _name, (_family, StreamInterrupted), {"__module__": __name__, "__qualname__": _name, "__doc__": _family.__doc__}
+    )
+del _family, _name
+
+
+def _status_text(error):
+    """``HTTP 404: <the server's message>``, or where it came from instead of a status."""
+    source = "HTTP %s" % error.status_code if error.status_code else error.where
+    return "%s: %s" % (source, _finish(error.message, _SERVER_MESSAGE_LIMIT))
+
+
+def _midstream(error: OpenAICompatError, partial: ChatResult) -> OpenAICompatError:
+    """The same error, made also a StreamInterrupted that carries ``partial``."""
+    cls = next((_MIDSTREAM[c] for c in type(error).__mro__ if c in _MIDSTREAM), StreamInterrupted)
+    if isinstance(error, StreamInterrupted):
+        cls = type(error)
+    fields = dict(vars(error), partial=partial)
+    return cls(fields.pop("detail"), **fields)
 
 
 # -- Results -----------------------------------------------------------------
@@ -241,11 +407,11 @@ class ToolCall:
         if not self.arguments.strip():
             return {}
         try:
-            return json.loads(self.arguments)
+            return _loads(self.arguments)
         except ValueError as exc:
             raise InvalidResponse(
-                "tool call %r (id %s) has arguments that are not valid JSON (%s): %s"
-                % (self.name, self.id, exc, _clip(self.arguments))
+                "tool call %r (id %s) has arguments that are not valid JSON (%s)" % (self.name, self.id, exc),
+                excerpt=self.arguments,
             ) from exc
 
     def to_dict(self) -> dict:
@@ -301,7 +467,7 @@ class ChatResult:
 
     def __repr__(self) -> str:
         return "ChatResult(text=%r, finish_reason=%r, model=%r)" % (
-            _clip(self.text, 60),
+            _finish(self.text, 60),
             self.finish_reason,
             self.model,
         )
@@ -312,10 +478,11 @@ class StreamDelta:
 
     ``text`` and ``reasoning`` are ``""`` when the chunk has none; ``tool_calls``
     holds the raw tool-call fragments of this chunk (the merged calls are in
-    ``stream.result.tool_calls``); ``raw`` is the decoded chunk.
+    ``stream.result.tool_calls``); ``index`` is the choice it belongs to (with
+    ``n`` > 1); ``raw`` is the decoded chunk.
     """
 
-    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "raw")
+    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "raw", "index")
 
     def __init__(
         self,
@@ -325,6 +492,7 @@ class StreamDelta:
         finish_reason: str | None = None,
         usage: dict | None = None,
         raw: Any = None,
+        index: int = 0,
     ):
         self.text = text
         self.reasoning = reasoning
@@ -332,6 +500,7 @@ class StreamDelta:
         self.finish_reason = finish_reason
         self.usage = usage
         self.raw = raw
+        self.index = index
 
     def __repr__(self) -> str:
         return "StreamDelta(text=%r, finish_reason=%r)" % (self.text, self.finish_reason)
@@ -343,6 +512,8 @@ class StreamDelta:
 class Client:
     """A connection to one OpenAI-compatible endpoint.
 
+    One client may be shared between threads.
+
     :param base_url: the URL before ``/chat/completions``, such as
         ``http://localhost:11434/v1``; default ``$OPENAI_BASE_URL``.
     :param api_key: sent as ``Authorization: Bearer``; default
@@ -350,14 +521,18 @@ class Client:
     :param model: the default model; default ``$OPENAI_MODEL``.
     :param timeout: seconds to wait for the server between bytes of an answer.
     :param connect_timeout: seconds to wait for a connection.
-    :param stream_timeout: an overall limit in seconds for one call, its
-        stream or its answer (``None``: no limit beyond ``timeout`` between reads).
+    :param stream_timeout: an overall limit in seconds for one call: its
+        connection, retries, and its stream or answer (``None``: no limit
+        beyond ``timeout`` between reads).
     :param max_retries: how often a failed connection or a 408/409/429/5xx
         answer is retried, with exponential backoff.
     :param headers: extra headers for every request.
     :param session: a :class:`requests.Session` to use; it is not closed by us.
     :param max_image_bytes: the largest image accepted in ``images=``.
-    :raises ConfigurationError: no base URL, or one that is not http(s).
+    :param max_event_bytes: the largest stream event, or whole answer, the
+        client holds in memory; a server that sends more gets ``InvalidResponse``.
+    :raises ConfigurationError: no base URL, one that is not http(s), or an
+        option out of range.
     """
 
     def __init__(
@@ -373,20 +548,24 @@ class Client:
         headers: dict | None = None,
         session: requests.Session | None = None,
         max_image_bytes: int = _DEFAULT_MAX_IMAGE_BYTES,
+        max_event_bytes: int = _DEFAULT_MAX_EVENT_BYTES,
     ):
         self.base_url = _normalize_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
         self._api_key = _check_api_key(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
+        _add_secret(self._api_key)
         self.model = model or os.environ.get("OPENAI_MODEL") or None
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.stream_timeout = stream_timeout
-        self.max_retries = max_retries
-        self.max_image_bytes = max_image_bytes
-        self.headers = {"User-Agent": _USER_AGENT, "Content-Type": "application/json"}
-        if not hasattr(urllib3.HTTPResponse, "read1"):
-            # urllib3 1.x: bodies are read below its decoder, so ask for none.
-            self.headers["Accept-Encoding"] = "identity"
-        self.headers.update(headers or {})
+        self.timeout = _seconds("timeout", timeout)
+        self.connect_timeout = _seconds("connect_timeout", connect_timeout)
+        self.stream_timeout = _seconds("stream_timeout", stream_timeout, optional=True)
+        self.max_retries = _count("max_retries", max_retries, 0)
+        self.max_image_bytes = _count("max_image_bytes", max_image_bytes, 1)
+        self.max_event_bytes = _count("max_event_bytes", max_event_bytes, 1)
+        self.headers = {
+            "User-Agent": _USER_AGENT,
+            "Content-Type": "application/json",
+            "Accept-Encoding": _ACCEPT_ENCODING,
+        }
+        self.headers.update(_check_headers(headers or {}))
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
 
@@ -411,9 +590,10 @@ class Client:
         """
         call = self._call(messages, model, images, params, False, timeout, stream_timeout)
         response = self._send("POST", "/chat/completions", call)
-        body = _read_body(response, call)
-        if _is_event_stream(response, body):
-            # Some servers stream even when asked not to: read it all.
+        if _is_event_stream(response):  # some servers stream even when asked not to
+            return ChatStream(self, response, call).result
+        body = _read_body(response, call, self.max_event_bytes)
+        if body.lstrip()[:5] == b"data:":  # SSE under another content type
             return ChatStream(self, response, call, chunks=(body,)).result
         return self._completion(response, body, call)
 
@@ -439,40 +619,26 @@ class Client:
         """
         call = self._call(messages, model, images, params, True, timeout, stream_timeout)
         response = self._send("POST", "/chat/completions", call)
-        ctype = response.headers.get("Content-Type", "")
-        if "text/event-stream" in ctype:
+        if _is_event_stream(response):
             return ChatStream(self, response, call)
-        body = _read_body(response, call)
-        if _is_event_stream(response, body):  # SSE under another content type
+        body = _read_body(response, call, self.max_event_bytes)
+        if body.lstrip()[:5] == b"data:":  # SSE under another content type
             return ChatStream(self, response, call, chunks=(body,))
-        error = StreamingNotSupported(
+        kind = response.headers.get("Content-Type") or "no content type"
+        raise StreamingNotSupported(
             "%s does not stream the OpenAI way: it answered with %s instead of "
-            "text/event-stream; the complete answer is in .result (or use chat())"
-            % (_safe_url(self.base_url), ctype or "no content type")
+            "text/event-stream; the complete answer is in .result (or use chat())" % (_safe_url(self.base_url), kind),
+            result=self._completion(response, body, call),
         )
-        error.result = self._completion(response, body, call)
-        raise error
 
-    def models(self, *, timeout: float | None = None) -> list:
-        """Return the ids of the models the endpoint serves."""
-        call = _Call(None, None, timeout=timeout or self.timeout)
-        response = self._send("GET", "/models", call)
-        body = _read_body(response, call)
-        data = _decode_json(response, body)
-        items = data.get("data", data.get("models")) if isinstance(data, dict) else data
-        if items is None:  # Ollama with no models pulled says "data": null
-            return []
-        if not isinstance(items, list):
-            raise InvalidResponse(
-                "GET %s/models returned no model list: %s" % (_safe_url(self.base_url), _clip(body))
-            )
-        ids = []
-        for item in items:
-            if isinstance(item, dict):
-                item = item.get("id") or item.get("name") or item.get("model")
-            if isinstance(item, str):
-                ids.append(item)
-        return ids
+    def models(self, *, timeout: float | None = None, stream_timeout: float | None = None) -> list:
+        """Return the ids of the models the endpoint serves.
+
+        :param timeout: seconds between bytes of the answer.
+        :param stream_timeout: overall seconds the call may take.
+        """
+        limit = stream_timeout if stream_timeout is not None else self.stream_timeout
+        return self._models(_Call(None, None, timeout=self._timeout(timeout), limit=_seconds("stream_timeout", limit, optional=True)))
 
     def close(self) -> None:
         """Close the HTTP session, unless it was the caller's."""
@@ -486,13 +652,16 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return "Client(base_url=%r, model=%r%s)" % (
-            _safe_url(self.base_url),
-            self.model,
-            ", api_key=***" if self._api_key else "",
+        return _finish(
+            "Client(base_url=%r, model=%r%s)"
+            % (_safe_url(self.base_url), self.model, ", api_key=***" if self._api_key else ""),
+            _MESSAGE_LIMIT,
         )
 
     # -- Internals of the client --
+
+    def _timeout(self, timeout):
+        return self.timeout if timeout is None else _seconds("timeout", timeout)
 
     def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
         model = model or self.model
@@ -501,7 +670,20 @@ class Client:
                 "no model given: pass model= to Client() or to the call, or set "
                 "OPENAI_MODEL (client.models() lists what %s serves)" % _safe_url(self.base_url)
             )
+        if "stream" in params:
+            raise ConfigurationError(
+                "stream= is not a payload option here: client.stream() streams, client.chat() does not"
+            )
+        for name, value in params.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except ValueError:
+                raise ConfigurationError(
+                    "the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name
+                ) from None
         if images is not None:
+            if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)) or hasattr(images, "read"):
+                images = [images]  # one image, not a sequence of characters
             images = [
                 image if isinstance(image, dict) else image_part(image, max_bytes=self.max_image_bytes)
                 for image in images
@@ -509,26 +691,24 @@ class Client:
         payload = build_chat_payload(messages, model=model, stream=stream, images=images, **params)
         del images
         urls = []
-        payload["messages"], has_images = _lift_urls(payload["messages"], urls)
+        mark = "\x00bor-splice-%s\x00" % os.urandom(8).hex()  # no text can be this mark
+        payload["messages"], has_images = _lift_urls(payload["messages"], urls, mark)
         text = _dumps(payload)
         del payload  # now only `urls` holds the big image texts
-        body = _splice(text, urls)
+        body = _splice(text, urls, mark)
         limit = stream_timeout if stream_timeout is not None else self.stream_timeout
         return _Call(
             body,
             model,
             stream=stream,
             images=has_images,
-            timeout=timeout if timeout is not None else self.timeout,
-            limit=limit,
+            timeout=self._timeout(timeout),
+            limit=_seconds("stream_timeout", limit, optional=True),
         )
 
     def _send(self, method, path, call):
         """Make a request, retrying what may be retried; return a 2xx response."""
-        url = self.base_url + path
-        read_timeout = call.timeout
-        if call.limit is not None:
-            read_timeout = min(read_timeout, call.limit)
+        url = _join_url(self.base_url, path)
         headers = dict(self.headers)
         headers["Accept"] = "text/event-stream" if call.stream else "application/json"
         if self._api_key:
@@ -536,65 +716,99 @@ class Client:
         attempt = 0
         while True:
             try:
-                log.debug("%s %s (attempt %d)", method, _safe_url(url), attempt + 1)
-                response = self.session.request(
-                    method,
-                    url,
-                    data=call.body,
-                    headers=headers,
-                    timeout=(self.connect_timeout, read_timeout),
-                    stream=True,
-                )
-            except requests.RequestException as exc:
-                error = _network_error(exc, url, self.connect_timeout, read_timeout)
-                retry = not isinstance(error, ConnectionRefused) or not _is_loopback(url)
-                if isinstance(exc, requests.ReadTimeout):
-                    retry = False  # the server may still be working on it
-                wait = None
-            else:
-                if response.status_code < 400:
-                    return response
-                error = self._error_response(response, call)
-                retry = response.status_code in _RETRY_STATUSES and type(error) in (
-                    APIError,
-                    RateLimited,
-                    ServerError,
-                )
-                wait = _retry_after(response.headers)
-                if wait is not None and wait > _RETRY_AFTER_CAP:
-                    retry = False  # the caller decides whether to wait that long
-            if wait is None:
-                wait = min(_RETRY_MAX_WAIT, _RETRY_BASE * 2**attempt) * random.uniform(0.5, 1.0)
-            if call.deadline is not None and time.monotonic() + wait > call.deadline:
-                retry = False  # no time left for another try
-            if not retry or attempt >= self.max_retries:
-                raise error from error.__cause__
-            log.debug("retrying in %.2fs after: %s", wait, error)
-            time.sleep(wait)
-            attempt += 1
+                return self._request(method, url, headers, call)
+            except OpenAICompatError as error:
+                left = None if call.deadline is None else call.deadline - time.monotonic()
+                wait = _retry_wait(error, attempt, self.max_retries, left, random.random())
+                if wait is None:
+                    raise
+                log.debug("retrying in %.2fs after %s", wait, type(error).__name__)
+                time.sleep(wait)
+                attempt += 1
+
+    def _request(self, method, url, headers, call):
+        """One request; returns a 2xx response or raises what went wrong."""
+        connect, read = self.connect_timeout, call.timeout
+        if call.deadline is not None:
+            left = call.deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout("the call took longer than stream_timeout=%ss" % call.limit)
+            connect, read = min(connect, left), min(read, left)
+        log.debug("%s %s", method, _safe_url(url))
+        try:
+            response = self.session.request(
+                method, url, data=call.body, headers=headers, timeout=(connect, read), stream=True
+            )
+        except _REQUEST_ERRORS as exc:
+            raise _network_error(exc, url, connect, read) from exc
+        status = response.status_code
+        if status < 200:
+            # An interim answer (103 Early Hints) where the answer belongs: the
+            # real one still waits on this connection, so it must not be reused.
+            response.close()
+            raise InvalidResponse(
+                "%s %s answered with the interim status %s %s and this client does not wait "
+                "past interim answers; ask the server or proxy not to send them"
+                % (method, _safe_url(url), status, response.reason)
+            )
+        if status >= 400:
+            raise self._error_response(response, call)
+        return response
 
     def _error_response(self, response, call):
-        with response:
-            try:
-                raw = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) or b""
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                # The error page itself broke: the status is still worth reporting.
-                log.debug("could not read the error body: %s", exc)
-                raw = b""
+        try:
+            raw = _read_body(response, call, _ERROR_BODY_LIMIT, cut=True)
+        except OpenAICompatError as exc:
+            # The error page itself broke or trickled: the status is still worth reporting.
+            log.debug("could not read the error body: %s", type(exc).__name__)
+            raw = b""
+        where = "%s %s" % (response.request.method, _safe_url(response.url))
         return self._error(
-            response.status_code,
-            raw,
-            call,
-            where="%s %s" % (response.request.method, _safe_url(response.url)),
-            retry_after=_retry_after(response.headers),
+            response.status_code, _parse_error_body(raw), call, where, _retry_after(response.headers)
         )
 
-    def _error(self, status, raw, call, *, where, retry_after=None):
-        """The exception for an error answer, an error body or an error event."""
-        error = _api_error(status, raw, call, where, self.base_url, self._api_key, retry_after)
-        if isinstance(error, UnknownModel):
-            self._fill_models(error)
+    def _error(self, status, body, call, where, retry_after=None):
+        """The exception for an error answer, an error body or an error event.
+
+        The one place that decides the class; each class says its own message.
+        """
+        message, code, kind, param = _error_fields(body)
+        message = message.strip() or http.client.responses.get(status, "no message")
+        cls = _error_class(status, message, code, kind, param, call)
+        fields = {
+            "status_code": status,
+            "message": message,
+            "code": code,
+            "body": body,
+            "where": where,
+            "base_url": _safe_url(self.base_url),
+            "model": call.model,
+            "retry_after": retry_after,
+            "key_sent": bool(self._api_key),
+        }
+        error = cls(**{name: value for name, value in fields.items() if hasattr(cls, name)})
+        if cls is UnknownModel:
+            self._fill_models(error, call)
         return error
+
+    def _models(self, call):
+        response = self._send("GET", "/models", call)
+        body = _read_body(response, call, self.max_event_bytes)
+        data = _decode_json(response, body)
+        items = data.get("data", data.get("models")) if isinstance(data, dict) else data
+        if items is None:  # Ollama with no models pulled says "data": null
+            return []
+        if not isinstance(items, list):
+            raise InvalidResponse(
+                "GET %s/models returned no model list" % _safe_url(self.base_url), excerpt=_text(body)
+            )
+        ids = []
+        for item in items:
+            if isinstance(item, dict):
+                item = item.get("id") or item.get("name") or item.get("model")
+            if isinstance(item, str):
+                ids.append(item)
+        return ids
 
     def _completion(self, response, body, call):
         """A ChatResult from a non-stream answer."""
@@ -602,57 +816,70 @@ class Client:
         if _error_in(data):
             # LM Studio answers a wrong path with 200 {"error": "Unexpected endpoint..."}.
             where = "%s %s" % (response.request.method, _safe_url(response.url))
-            raise self._error(response.status_code, body, call, where=where)
+            raise self._error(response.status_code, data, call, where)
         return _parse_completion(data, response)
 
-    def _fill_models(self, error):
+    def _fill_models(self, error, call):
         """Add the served models and the closest name to an UnknownModel."""
+        listing = _Call(None, None, timeout=min(call.timeout, 10.0))
+        listing.deadline = call.deadline  # within the time left to the call
         try:
-            error.available = self.models(timeout=min(self.timeout, 10.0))
+            error.available = self._models(listing)
         except OpenAICompatError as exc:
-            log.debug("could not list the models: %s", exc)
+            log.debug("could not list the models: %s", type(exc).__name__)
             return
         error.suggestion = _closest(error.model, error.available)
-        hint = "Served models: %s." % (", ".join(error.available) or "none")
-        if error.suggestion:
-            hint = "Did you mean %r? %s" % (error.suggestion, hint)
-        error.args = ("%s %s" % (error.args[0], hint),)
 
 
 class ChatStream:
     """An answer arriving as :class:`StreamDelta` objects.
 
     Iterate it; afterwards ``result`` holds the whole answer. Breaking out of
-    the loop early and leaving a ``with`` block release the connection.
+    the loop early and leaving a ``with`` block release the connection;
+    ``close()`` may be called from any thread and ends the loop quietly.
     """
 
     def __init__(self, client, response, call, chunks=None):
         self.response = response
         self.model = call.model
         self._acc = _Accumulator(call.model)
-        if chunks is None:
-            chunks = _read_chunks(response.raw, call)
+        self._body = _Body(response, call, chunks)
+        self._lock = threading.Lock()  # held while a thread is inside next()
         # The generator must not hold self: without a cycle, a stream that
         # is simply dropped closes its connection at once.
-        self._deltas = _deltas(chunks, self._acc, response, client, call)
+        self._deltas = _deltas(self._body, self._acc, response, client, call, client.max_event_bytes)
 
     def __iter__(self) -> Iterator[StreamDelta]:
         return self
 
     def __next__(self) -> StreamDelta:
-        return next(self._deltas)
+        with self._lock:
+            return next(self._deltas)
 
     @property
     def result(self) -> ChatResult:
         """The answer; reads the rest of the stream first if it is still open."""
-        for _ in self._deltas:
+        for _ in self:
             pass
         return self._acc.result()
 
     def close(self) -> None:
-        """Stop reading and release the connection."""
-        self._deltas.close()
-        self.response.close()
+        """Stop reading and release the connection; safe from any thread.
+
+        A loop in another thread then ends without an error, and ``result``
+        holds what had arrived.
+        """
+        self._body.cancelled = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._deltas.close()
+            finally:
+                self._lock.release()
+            self.response.close()
+        else:
+            # Another thread is waiting in a read: wake it by shutting the
+            # socket; its loop sees `cancelled`, ends and closes the response.
+            _shutdown(self.response)
 
     def __enter__(self) -> ChatStream:
         return self
@@ -661,7 +888,7 @@ class ChatStream:
         self.close()
 
     def __repr__(self) -> str:
-        return "ChatStream(model=%r, text_so_far=%r)" % (self.model, _clip(self._acc.text(), 40))
+        return _finish("ChatStream(model=%r, text_so_far=%r)" % (self.model, _finish(self._acc.text(), 40)), _MESSAGE_LIMIT)
 
 
 def build_chat_payload(
@@ -790,12 +1017,12 @@ def _dumps(value):
     return json.dumps(value, separators=(",", ":"))
 
 
-def _lift_urls(messages, urls):
+def _lift_urls(messages, urls, mark):
     """Take long image URLs out of the messages, for :func:`_splice`.
 
     ``json.dumps`` copies a string twice (escaped, then joined), so a 20 MB
     image would sit in memory as base64 text four times at once. A URL that
-    needs no JSON escaping is replaced by a mark and collected in ``urls``.
+    needs no JSON escaping is replaced by ``mark`` and collected in ``urls``.
     Returns (messages, whether any image part was seen); the caller's message
     dicts are not changed.
     """
@@ -812,7 +1039,7 @@ def _lift_urls(messages, urls):
                     url = image.get("url") if isinstance(image, dict) else None
                     if isinstance(url, str) and len(url) > _SPLICE_MIN and _plain(url):
                         urls.append(url)
-                        part = dict(part, image_url=dict(image, url=_SPLICE_MARK))
+                        part = dict(part, image_url=dict(image, url=mark))
                 parts.append(part)
             message = dict(message, content=parts)
         lifted.append(message)
@@ -824,7 +1051,7 @@ def _plain(text):
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
-def _splice(text, urls):
+def _splice(text, urls, mark):
     """UTF-8 JSON bytes of ``text`` with the lifted URLs put back in order.
 
     Each URL is let go as soon as it is bytes, so a big image is held at most
@@ -832,7 +1059,7 @@ def _splice(text, urls):
     """
     if not urls:
         return text.encode("utf-8")
-    pieces = text.split(_dumps(_SPLICE_MARK))
+    pieces = text.split(_dumps(mark))
     del text
     body = []
     for i, piece in enumerate(pieces[:-1]):
@@ -852,9 +1079,20 @@ def _normalize_base_url(url):
             "no base URL: pass base_url= or set OPENAI_BASE_URL to the URL before "
             "/chat/completions. Usual local servers: " + known
         )
-    url = url.strip().rstrip("/")
-    if url.endswith("/chat/completions"):
-        url = url[: -len("/chat/completions")].rstrip("/")
+    url = url.strip()
+    # Credentials in the URL are secrets from here on, before any message can show them.
+    userinfo = re.match(r"(?:[A-Za-z][A-Za-z0-9+.-]*://)?([^/?#]*)@", url)
+    if userinfo:
+        for secret in (userinfo.group(1), userinfo.group(1).partition(":")[2]):
+            _add_secret(secret)
+            _add_secret(urllib.parse.unquote(secret))
+    if "#" in url:
+        raise ConfigurationError("the base URL %r has a fragment (#...), which is never sent: remove it" % _safe_url(url))
+    path, mark, query = url.partition("?")
+    path = path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        path = path[: -len("/chat/completions")].rstrip("/")
+    url = path + mark + query
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("http", "https"):
         guess = "http://" + url.split("://", 1)[-1]
@@ -862,7 +1100,23 @@ def _normalize_base_url(url):
             "the base URL %r must start with http:// or https:// (did you mean %r?)"
             % (_safe_url(url), _safe_url(guess))
         )
+    try:
+        parts = urllib3.util.parse_url(url)
+        port = parts.port
+    except (ValueError, urllib3.exceptions.HTTPError) as exc:
+        raise ConfigurationError("the base URL %r is not a valid URL (%s)" % (_safe_url(url), type(exc).__name__)) from None
+    host = parts.host or ""
+    if not host or not re.match(r"^(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/\\@]+)$", host):
+        raise ConfigurationError("the base URL %r has no valid host name" % _safe_url(url))
+    if port is not None and not 0 < port < 65536:
+        raise ConfigurationError("the base URL %r has a port out of range (1-65535)" % _safe_url(url))
     return url
+
+
+def _join_url(base_url, path):
+    """The URL of an endpoint; a query in the base URL (Azure's ?api-version=) goes last."""
+    base, mark, query = base_url.partition("?")
+    return base + path + mark + query
 
 
 def _check_api_key(key):
@@ -878,11 +1132,54 @@ def _check_api_key(key):
     return key or None
 
 
+def _check_headers(headers):
+    """The caller's headers, checked now; the values of secret ones become secrets."""
+    checked = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", name):
+            raise ConfigurationError("%r is not a valid header name" % (name,))
+        if not isinstance(value, str):
+            raise ConfigurationError("the header %s must have a str value, not %s" % (name, type(value).__name__))
+        if any(ch in "\r\n\x00" or ord(ch) > 255 for ch in value):
+            # Said without the value: it may be a key.
+            raise ConfigurationError(
+                "the header %s has a value with a line break or a character outside Latin-1" % name
+            )
+        if _is_secret_header(name):
+            _add_secret(value)
+            _add_secret(value.partition(" ")[2])  # "Bearer <token>"
+        checked[name] = value
+    return checked
+
+
+def _is_secret_header(name):
+    name = name.lower()
+    return name in ("authorization", "cookie") or any(word in name for word in ("key", "token", "secret", "auth"))
+
+
+def _seconds(name, value, optional=False):
+    """A time option, checked: a positive number of seconds (or None where allowed)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigurationError(
+            "%s= must be a positive number of seconds%s, not %r" % (name, " or None" if optional else "", value)
+        )
+    return value
+
+
+def _count(name, value, least):
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigurationError("%s= must be a whole number of at least %d, not %r" % (name, least, value))
+    return value
+
+
 def _safe_url(url):
-    """The URL without a password in it."""
+    """The URL without the credentials in it."""
     scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return scheme + "://***@" + rest.split("@", 1)[1]
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if sep and "@" in authority:
+        return scheme + "://***@" + rest[len(authority.rsplit("@", 1)[0]) + 1 :]
     return url
 
 
@@ -911,39 +1208,43 @@ def _cause(exc, kind):
     return None
 
 
+# What sending a request may raise below us: requests' own errors, and what
+# slips past them (a broken redirect body, an invalid Location).
+_REQUEST_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
+# What reading a body may raise: a reset, a bad chunk size, a timeout.
+_READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, ArithmeticError)
+
+
 def _network_error(exc, url, connect_timeout, read_timeout):
     """Map a requests exception to ours, with a message that says what to do."""
     host, port = _host_port(url)
     where = "%s:%s" % (host, port)
     if isinstance(exc, requests.ConnectTimeout):
-        error = Timeout(
+        return Timeout(
             "could not connect to %s within %ss: the host is unreachable or the port "
-            "is filtered; check the base URL (or raise connect_timeout=)" % (where, connect_timeout)
+            "is filtered; check the base URL (or raise connect_timeout=)" % (where, connect_timeout),
+            connecting=True,
         )
-    elif isinstance(exc, requests.Timeout):
-        error = Timeout(
+    if isinstance(exc, requests.Timeout):
+        return Timeout(
             "the server at %s sent nothing for %ss; it may still be loading the model "
             "(raise timeout= to wait longer)" % (where, read_timeout)
         )
-    elif _cause(exc, ConnectionRefusedError):
-        error = ConnectionRefused(
+    if _cause(exc, ConnectionRefusedError):
+        return ConnectionRefused(
             "connection refused by %s: the local server isn't running or the base "
-            "URL/port is wrong (%s)" % (where, _safe_url(url))
+            "URL/port is wrong (%s)" % (where, _safe_url(url)),
+            retryable=not _is_loopback(url),  # a local server is simply not running
         )
-    elif _cause(exc, socket.gaierror):
-        error = ConnectionFailed("could not resolve the host %r: check the base URL" % host)
-    elif isinstance(exc, requests.exceptions.SSLError):
-        error = ConnectionFailed(
-            "TLS with %s failed: %s (is it plain http://?)" % (where, _reason(exc))
-        )
-    elif isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
-        error = ConfigurationError("the URL %r is not valid: %s" % (_safe_url(url), _reason(exc)))
-    elif _cause(exc, http.client.RemoteDisconnected):
-        error = ConnectionFailed("%s closed the connection without answering" % where)
-    else:
-        error = ConnectionFailed("the connection to %s failed: %s" % (where, _reason(exc)))
-    error.__cause__ = exc
-    return error
+    if _cause(exc, socket.gaierror):
+        return ConnectionFailed("could not resolve the host %r: check the base URL" % host)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ConnectionFailed("TLS with %s failed: %s (is it plain http://?)" % (where, _reason(exc)))
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
+        return ConfigurationError("the URL %r is not valid: %s" % (_safe_url(url), _reason(exc)))
+    if _cause(exc, http.client.RemoteDisconnected):
+        return ConnectionFailed("%s closed the connection without answering" % where)
+    return ConnectionFailed("the connection to %s failed: %s" % (where, _reason(exc)))
 
 
 def _reason(exc):
@@ -954,55 +1255,112 @@ def _reason(exc):
     return str(inner if isinstance(inner, BaseException) else exc)
 
 
+def _retry_wait(error, attempt, max_retries, time_left, jitter):
+    """Seconds to wait before trying a failed request again, or None to give up.
+
+    Retried: a failed connection (not a refused loopback port: that server is
+    simply not running), a connect timeout, and a 408/409/429/5xx answer that
+    is no more specific error. Never a read timeout (the server may still be
+    working), a configuration error, or a wait past the call's deadline.
+    Nothing is retried once stream data reached the caller: that happens
+    outside :meth:`Client._send`.
+    """
+    if attempt >= max_retries:
+        return None
+    if isinstance(error, ConnectionFailed):
+        retry = error.retryable
+    elif isinstance(error, Timeout):
+        retry = error.connecting
+    else:
+        retry = type(error) in (APIError, RateLimited, ServerError) and error.status_code in _RETRY_STATUSES
+    if not retry:
+        return None
+    wait = getattr(error, "retry_after", None)
+    if wait is None:
+        wait = min(_RETRY_MAX_WAIT, _RETRY_BASE * 2**attempt) * (0.5 + jitter / 2)
+    elif wait > _RETRY_AFTER_CAP:
+        return None  # the caller decides whether to wait that long
+    if time_left is not None and wait >= time_left:
+        return None  # no time left for another try
+    return wait
+
+
 def _retry_after(headers):
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After``, or None."""
     value = headers.get("retry-after-ms")
     if value:
         try:
-            return max(0.0, float(value) / 1000)
+            return _finite(float(value) / 1000)
         except ValueError:
             pass
     value = headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return _finite(float(value))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return _finite(when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
-def _read_body(response, call):
-    """The whole body as bytes, within the call's time limits."""
+def _finite(seconds):
+    if seconds != seconds or seconds == float("inf"):
+        raise ValueError("not a finite number")
+    return max(0.0, seconds)
+
+
+def _read_body(response, call, limit, cut=False):
+    """The whole body as bytes, within the call's time limits.
+
+    :param limit: the most bytes kept; more raise InvalidResponse, or with
+        ``cut`` are left unread.
+    """
+    pieces, size = [], 0
     with response:
-        return b"".join(_read_chunks(response.raw, call))
+        for piece in _Body(response, call):
+            size += len(piece)
+            if size > limit:
+                if cut:
+                    pieces.append(piece[: len(piece) - (size - limit)])
+                    break
+                raise InvalidResponse(
+                    "the answer is larger than max_event_bytes=%d; raise it if such answers are real" % limit
+                )
+            pieces.append(piece)
+    return b"".join(pieces)
 
 
-def _is_event_stream(response, body):
-    if "text/event-stream" in response.headers.get("Content-Type", ""):
-        return True
-    return body.lstrip()[:5] == b"data:"
+def _is_event_stream(response):
+    return "text/event-stream" in response.headers.get("Content-Type", "").lower()
+
+
+def _loads(text):
+    """``json.loads`` that fails with ValueError only, also on deep nesting."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _decode_json(response, body):
     try:
-        return json.loads(body)
+        return _loads(body)
     except ValueError as exc:
         kind = response.headers.get("Content-Type") or "no content type"
         raise InvalidResponse(
-            "%s %s answered %s with %s that is not JSON%s: %s"
+            "%s %s answered %s with %s that is not JSON%s"
             % (
                 response.request.method,
                 _safe_url(response.url),
                 response.status_code,
                 kind,
                 " (an HTML page: a proxy or a web server, not the API?)" if _looks_html(body) else "",
-                _clip(_page_text(body)),
-            )
+            ),
+            excerpt=_page_text(_text(body)),
         ) from exc
 
 
@@ -1010,23 +1368,89 @@ def _looks_html(body):
     return body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html", b"<head", b"<body"))
 
 
-def _page_text(body):
-    """Text of a body for a message: an HTML page's title, else the body."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    if _looks_html(text[:64].encode("utf-8", "replace")):
-        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
-        h1 = re.search(r"<h1[^>]*>(.*?)</h1>", text, re.I | re.S)
-        found = title or h1
-        if found:
-            return re.sub(r"\s+", " ", found.group(1)).strip()
+def _page_text(text):
+    """Text of a body for a message: an HTML page's title, else the body.
+
+    Found with ``str.find``, not a pattern: a hostile page costs linear time.
+    """
+    head = text[:_SCAN_LIMIT * 16]
+    lower = head.lower()
+    if _looks_html(lower[:64].encode("utf-8", "replace")):
+        for tag in ("title", "h1"):
+            start = lower.find("<" + tag)
+            opened = lower.find(">", start) if start >= 0 else -1
+            end = lower.find("</" + tag + ">", opened) if opened >= 0 else -1
+            if end >= 0:
+                return " ".join(head[opened + 1 : end].split())
     return text.strip()
 
 
-def _clip(text, limit=200):
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = str(text)
+def _clip(text, limit=_EXCERPT_LIMIT):
+    """Text shortened for a message, secrets cut out (the command line uses it too)."""
+    return _finish(text, limit)
+
+
+def _text(body):
+    """Bytes from a server as text for a message (the start of it is enough)."""
+    return body[: _MESSAGE_LIMIT * 4].decode("utf-8", "replace")
+
+
+# -- Internals: secrets and messages ------------------------------------------
+
+# Every secret a Client was given (keys, URL passwords, secret header values),
+# in the forms a server may echo them, longest first. Kept for the life of the
+# process, as an error may outlive its client; swapped whole, so a reader in
+# another thread never sees it half-built.
+_secrets: tuple = ()
+
+
+def _add_secret(value):
+    global _secrets
+    if not value or len(value) < _MIN_SECRET:
+        return
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]}
+    if not forms.issubset(_secrets):
+        _secrets = tuple(sorted(forms.union(_secrets), key=len, reverse=True))
+
+
+def _scrub(text):
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _scrub_value(value):
+    """A JSON value (or text) with every secret cut out of its strings."""
+    if isinstance(value, str):
+        return _scrub(value)
+    if not _secrets or not isinstance(value, (dict, list)):
+        return value
+    try:
+        text = _dumps(value)
+        return value if _scrub(text) == text else json.loads(_scrub(text))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _finish(text, limit):
+    """Every text meant for a person passes here: secrets out, length bounded."""
+    if not isinstance(text, str):
+        text = str(text)
+    longest = len(_secrets[0]) if _secrets else 0
+    text = _scrub(text[: limit + longest])
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _ScrubbingFilter(logging.Filter):
+    """Log records of this module pass _finish too, whoever formatted them."""
+
+    def filter(self, record):
+        record.msg, record.args = _finish(record.getMessage(), _MESSAGE_LIMIT), ()
+        return True
+
+
+log.addFilter(_ScrubbingFilter())
 
 
 # -- Internals: images ------------------------------------------------------
@@ -1155,110 +1579,66 @@ _AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "no_db_c
 
 
 def _error_fields(body):
-    """(message, code, type) from any of the error body shapes servers send."""
+    """(message, code, type, param) from any of the error body shapes servers send."""
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, str):  # {"error": "text"}: vLLM 401, LM Studio
-            return error, body.get("code"), body.get("type")
+            return error, body.get("code"), body.get("type"), None
         if isinstance(error, dict):
             message = error.get("message", error.get("detail", error.get("msg")))
             if isinstance(message, dict):  # LiteLLM nests another error
                 inner = _error_fields(message)
-                return inner[0], error.get("code", inner[1]), error.get("type", inner[2])
+                return inner[0], error.get("code", inner[1]), error.get("type", inner[2]), inner[3]
             if isinstance(message, list):  # FastAPI's validation list
-                message = "; ".join(_detail_text(item) for item in message)
+                message = "; ".join(_detail_text(item) for item in message[:20])
             if message is None and error is not body:
                 message = _dumps(error)
-            return _unwrap_repr(str(message or "")), error.get("code"), error.get("type")
+            return _unwrap_repr(str(message or "")), error.get("code"), error.get("type"), error.get("param")
     if isinstance(body, list):
-        return "; ".join(_detail_text(item) for item in body), None, None
-    return str(body or ""), None, None
+        return "; ".join(_detail_text(item) for item in body[:20]), None, None, None
+    return str(body or ""), None, None, None
 
 
 def _detail_text(item):
     if isinstance(item, dict) and "msg" in item:
-        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        loc = item.get("loc")
+        where = ".".join(str(p) for p in loc if p != "body") if isinstance(loc, list) else ""
         return "%s: %s" % (where, item["msg"]) if where else str(item["msg"])
     return str(item)
 
 
 def _unwrap_repr(message):
-    """LiteLLM sometimes puts a Python repr of an error dict in ``message``."""
-    match = re.search(r"""['"](?:message|error)['"]\s*:\s*(['"])(.*?)\1\s*[,}]""", message, re.S)
-    if match and "{" in message[: match.start()]:
-        return match.group(2)
-    return message
+    """LiteLLM sometimes puts a Python repr of an error dict in ``message``.
+
+    The opening is found by a pattern of bounded length and the closing quote
+    by a search from there, so a hostile text costs linear time.
+    """
+    opening = re.search(r"""['"](?:message|error)['"]\s{0,8}:\s{0,8}(['"])""", message[:_SCAN_LIMIT])
+    if not opening or "{" not in message[: opening.start()]:
+        return message
+    closing = re.compile(re.escape(opening.group(1)) + r"\s{0,8}[,}]").search(message, opening.end())
+    return message[opening.end() : closing.start()] if closing else message
 
 
-def _parse_error_body(raw, api_key):
-    """Decode an error body; the API key is cut out before anything else."""
-    text = raw.decode("utf-8", "replace")
-    if api_key:
-        text = text.replace(api_key, "***")
-    stripped = text.strip()
+def _parse_error_body(raw):
+    """Decode an error body: JSON if it is, else the page's text."""
+    text = _scrub(raw.decode("utf-8", "replace")).strip()
     for field in ("data:", "error:"):  # an error sent as one SSE event
-        if stripped.startswith(field):
-            stripped = stripped[len(field):].split("\n", 1)[0].strip()
+        if text.startswith(field):
+            text = text[len(field):].split("\n", 1)[0].strip()
     try:
-        return json.loads(stripped)
+        return _loads(text)
     except ValueError:
-        return _page_text(stripped) if stripped else ""
+        return _page_text(text) if text else ""
 
 
-def _api_error(status, raw, call, where, base_url, api_key, retry_after):
-    """Build the exception for an error answer, with a message that says what to fix."""
-    body = _parse_error_body(raw, api_key)
-    message, code, kind = _error_fields(body)
-    message = message.strip() or http.client.responses.get(status, "no message")
-    cls = _error_class(status, message, code, kind, call)
-    what = "%s: %s" % ("HTTP %s" % status if status else where, _clip(message, 500))
-    base = _safe_url(base_url)
-    if cls is UnknownModel:
-        text = "Model %r is not served at %s (%s)." % (call.model, base, what)
-    elif cls is EndpointNotFound:
-        text = "%s does not exist (%s). " % (where, what)
-        if re.search(r"/v\d+\w*$", base_url):
-            text += "Check the base URL %r: it is the part before /chat/completions." % base
-        else:
-            text += "The base URL probably lacks /v1: try %r." % (base + "/v1")
-    elif cls is AuthenticationError:
-        if api_key:
-            text = "The server rejected the API key (%s): check OPENAI_API_KEY or api_key=." % what
-        else:
-            text = "The server wants an API key (%s): set OPENAI_API_KEY or pass api_key=." % what
-    elif cls is VisionNotSupported:
-        text = (
-            "Model %r or this server does not accept images (%s). Use a vision model "
-            "(llama.cpp needs --mmproj)." % (call.model, what)
-        )
-    elif cls is StreamingNotSupported:
-        return StreamingNotSupported(
-            "%s does not stream the OpenAI way: it rejected stream=true (%s); use chat()." % (base, what)
-        )
-    elif cls is RateLimited:
-        later = "; the server asks to retry after %.0fs" % retry_after if retry_after is not None else ""
-        text = "Rate limited (%s)%s." % (what, later)
-    elif cls is ServerError:
-        text = "The server failed (%s)." % what
-    elif cls is BadRequest:
-        text = "The server rejected the request (%s)." % what
-    else:
-        text = "The server answered with an error (%s)." % what
-    error = cls(text)
-    error.status_code = status
-    error.message = message
-    error.code = code
-    error.body = body
-    if cls is UnknownModel:
-        error.model = call.model
-    if cls is RateLimited:
-        error.retry_after = retry_after
-    return error
-
-
-def _error_class(status, message, code, kind, call):
+def _error_class(status, message, code, kind, param, call):
+    """Which exception an error answer is; the patterns see the message's start only."""
+    message = message[:_SCAN_LIMIT]
     if call.images and re.search(_VISION_REFUSED, message):
         return VisionNotSupported
+    if call.stream and param == "stream":  # OpenAI: "Unsupported value: 'stream' ..."
+        return StreamingNotSupported
     if call.model and (code == "model_not_found" or re.search(_MODEL_MISSING, message)):
         return UnknownModel
     if status in (401, 403) or kind in _AUTH_TYPES or code == "invalid_api_key":
@@ -1296,75 +1676,205 @@ def _closest(name, choices):
 # -- Internals: streams ------------------------------------------------------
 
 
-def _read_chunks(raw, call):
-    """Yield the body's bytes as soon as they arrive, in either framing.
+class _Body:
+    """The bytes of one answer as they arrive: decoded, within the call's time.
 
-    A chunked body is read one HTTP chunk at a time, as each arrives. For a
-    close-delimited one, ``read1`` returns the bytes at hand where ``read(n)``
-    would wait for n of them (urllib3 before 2.0 has no ``read1``, its
-    http.client response has; the client then asks for uncompressed bodies).
+    Every framing is read the same way, through ``read1`` of http.client's
+    response under urllib3: one HTTP chunk as it arrives, or the bytes at hand
+    of a Content-Length or close-delimited body. The client decodes gzip and
+    deflate itself, a bounded piece at a time (urllib3's decoder inflates a
+    whole chunk at once, and urllib3 1.26 has no ``read1`` at all). Once the
+    body has been read to its end, the connection goes back to the pool.
     """
-    if raw.chunked and raw.supports_chunked_reads():
-        pieces = raw.read_chunked(None, decode_content=True)
-    else:
-        read1 = getattr(raw, "read1", None) or raw._fp.read1
-        pieces = iter(lambda: read1(_READ_SIZE), b"")
-    deadline = call.deadline
-    while True:
-        try:
-            data = next(pieces, b"")
-        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
-            if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
-                error = Timeout(
-                    "the server sent nothing more for %ss in the middle of the answer "
-                    "(raise timeout= to wait longer)" % call.timeout
-                )
-            elif isinstance(exc, urllib3.exceptions.DecodeError):
-                error = InvalidResponse("the answer could not be decoded: %s" % exc)
-            else:
-                error = ConnectionFailed(
-                    "the connection dropped in the middle of the answer: %s" % _reason(exc)
-                )
-            raise error from exc
-        if not data:
+
+    def __init__(self, response, call, chunks=None):
+        self.response = response
+        self.call = call
+        self.chunks = chunks  # the body's bytes, when they were read already
+        self.head = b""  # the first bytes, for a message about a body that is not SSE
+        self.tail = False  # the body ended inside an unterminated event
+        self.cancelled = False  # ChatStream.close() from another thread
+        raw = getattr(response, "raw", None)
+        self.fp = getattr(raw, "_fp", None)
+        self.sock = getattr(getattr(raw, "_connection", None), "sock", None)
+        self.timeout = None  # the socket's own timeout, while we have shortened it
+
+    def __iter__(self):
+        if self.chunks is not None:
+            for data in self.chunks:
+                self.head = self.head or data[:200]
+                yield data
             return
-        yield data
-        if deadline is not None and time.monotonic() > deadline:
-            raise Timeout("the answer took longer than stream_timeout=%ss" % call.limit)
+        decoder = _Decoder.of(self.response.headers.get("Content-Encoding", ""))
+        data = self.read()
+        self.head = data[:200]
+        while data:
+            if decoder is None:
+                yield data
+            else:
+                yield from decoder.feed(data)
+            data = self.read()
+        if decoder is not None:
+            yield decoder.flush()
+
+    def read(self):
+        """One read: bytes, or ``b""`` at the end of a complete body."""
+        deadline = self.call.deadline
+        if deadline is not None:
+            self.wait_at_most(deadline - time.monotonic())
+        try:
+            data = self.fp.read1(_READ_SIZE)
+        except _READ_ERRORS as exc:
+            if self.cancelled:
+                return b""
+            if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
+                if deadline is not None and time.monotonic() >= deadline - 0.01:
+                    raise Timeout("the answer took longer than stream_timeout=%ss" % self.call.limit) from exc
+                raise Timeout(
+                    "the server sent nothing more for %ss in the middle of the answer "
+                    "(raise timeout= to wait longer)" % self.call.timeout
+                ) from exc
+            raise ConnectionFailed("the connection dropped in the middle of the answer: %s" % _reason(exc)) from exc
+        if not data and not self.cancelled:
+            self.ended()
+        return data
+
+    def wait_at_most(self, seconds):
+        """Shorten the socket's timeout to the time left to the call."""
+        if seconds <= 0:
+            raise Timeout("the answer took longer than stream_timeout=%ss" % self.call.limit)
+        if self.sock is not None and seconds < (self.timeout or self.call.timeout):
+            if self.timeout is None:
+                self.timeout = self.sock.gettimeout()
+            self.sock.settimeout(seconds)
+
+    def ended(self):
+        """At the end of the body: check it is whole; reuse the connection if it may be."""
+        left = getattr(self.fp, "length", None)
+        if left:
+            raise ConnectionFailed("the connection closed %d bytes before the end the server announced" % left)
+        whole = left == 0 or getattr(self.fp, "chunked", False)
+        if whole and not getattr(self.fp, "will_close", True) and self.sock is not None:
+            if self.timeout is not None:
+                self.sock.settimeout(self.timeout)
+            self.response.raw.release_conn()
+
+    def drain(self):
+        """After ``[DONE]``: read the end of the body, so that the connection is reused.
+
+        A server may keep the body open after ``[DONE]``, so this waits
+        :data:`_DRAIN_WAIT` at most and reads a few KiB; else the connection is closed.
+        """
+        if self.chunks is not None or self.sock is None or getattr(self.fp, "will_close", True):
+            return
+        self.wait_at_most(_DRAIN_WAIT)
+        try:
+            for _ in range(16):
+                if not self.read():
+                    return
+        except OpenAICompatError as exc:
+            log.debug("the body did not end after [DONE]: %s", type(exc).__name__)
 
 
-def _deltas(chunks, acc, response, client, call):
+class _Decoder:
+    """gzip or deflate, decoded a bounded piece at a time."""
+
+    @staticmethod
+    def of(encoding):
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            return None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            return _Decoder(encoding)
+        raise InvalidResponse(
+            "the answer is encoded as %r, which the client did not ask for (Accept-Encoding: %s)"
+            % (encoding[:40], _ACCEPT_ENCODING)
+        )
+
+    def __init__(self, encoding):
+        self.encoding = encoding
+        self.zlib = None
+
+    def feed(self, data):
+        try:
+            while data:
+                if self.zlib is None:
+                    self.zlib = zlib.decompressobj(self.wbits(data))
+                out = self.zlib.decompress(data, _READ_SIZE)  # no more at once
+                data = self.zlib.unconsumed_tail
+                if self.zlib.eof:
+                    data = self.zlib.unused_data
+                    if self.encoding == "deflate":
+                        data = b""  # nothing follows a deflate stream
+                    else:
+                        self.zlib = None  # another gzip member may follow
+                if out:
+                    yield out
+        except zlib.error as exc:
+            raise InvalidResponse("the answer's %s encoding is broken (%s)" % (self.encoding, exc)) from exc
+
+    def flush(self):
+        return self.zlib.flush() if self.zlib is not None else b""
+
+    def wbits(self, data):
+        if self.encoding != "deflate":
+            return 16 + zlib.MAX_WBITS
+        # "deflate" is meant as zlib-wrapped (RFC 9110), but some servers send
+        # raw deflate: a zlib header is a multiple of 31 with method 8.
+        if len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0:
+            return zlib.MAX_WBITS
+        return -zlib.MAX_WBITS
+
+
+def _shutdown(response):
+    """Shut the socket of a response being read, so that a blocked read returns."""
+    raw = response.raw
+    if hasattr(raw, "shutdown"):  # urllib3 2.3+
+        raw.shutdown()
+        return
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _deltas(body, acc, response, client, call, limit):
     """Parse a stream into StreamDeltas, folding them into acc."""
-    head = []
     try:
-        for event in _SSEClient(_event_blocks(chunks, head)).events():
+        for event in _SSEClient(_event_blocks(_strip_bom(iter(body)), body, limit)).events():
             data = event.data
             if data == "[DONE]" or data[:1] == "[" and data.strip() == "[DONE]":
+                body.drain()
                 return
             try:
-                chunk = json.loads(data)
+                chunk = _loads(data)
             except ValueError as exc:
+                if not data.strip():
+                    continue  # a keep-alive: an event with blank data
+                if body.tail and acc.finish_reason:
+                    return  # a cut-off last event after the answer was finished
                 if event.event == "error":  # an error told in plain text
-                    raise _error_event(data, client, call) from exc
-                raise InvalidResponse(
-                    "the stream sent an event that is not JSON (%s): %s" % (exc, _clip(data))
-                ) from exc
+                    raise client._error(None, data, call, "the stream") from exc
+                raise InvalidResponse("the stream sent an event that is not JSON (%s)" % exc, excerpt=data) from exc
             if event.event == "error" or _error_in(chunk):
                 if chunk.__class__ is dict and chunk.get("choices"):
                     acc.add(chunk)  # OpenRouter puts the error beside a last delta
                 raise _error_event(chunk, client, call)
             yield acc.add(chunk)
+        if body.cancelled:
+            return
         if not acc.finish_reason:
-            if not acc.chunks and head:
-                raise InvalidResponse(
-                    "the server sent no server-sent events, only: %s" % _clip(head[0])
-                )
+            if not acc.chunks and body.head:
+                raise InvalidResponse("the server sent no server-sent events, only", excerpt=_text(body.head))
             raise StreamInterrupted(
-                "the stream ended before the answer was finished "
-                "(no finish_reason and no [DONE])"
+                "the stream ended before the answer was finished (no finish_reason and no [DONE])"
             )
     except OpenAICompatError as exc:
-        raise _interrupted(exc, acc.result())
+        if body.cancelled:
+            return
+        raise _midstream(exc, acc.result()) from exc.__cause__
     finally:
         response.close()
 
@@ -1373,74 +1883,114 @@ def _error_event(chunk, client, call):
     """The exception for an error event in a stream."""
     error = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
     code = error.get("code") if isinstance(error, dict) else None
-    status = int(code) if str(code).isdigit() and 400 <= int(code) < 600 else None
-    raw = chunk.encode("utf-8") if isinstance(chunk, str) else _dumps(chunk).encode("utf-8")
-    return client._error(status, raw, call, where="the stream")
+    if isinstance(code, str) and len(code) == 3 and code.isdecimal():
+        code = int(code)
+    status = code if code.__class__ is int and 400 <= code < 600 else None
+    return client._error(status, chunk, call, "the stream")
 
 
 class _SSEClient(sseclient.SSEClient):
     """sseclient-py's parser, fed whole events by :func:`_event_blocks`.
 
-    Its own ``_read`` would cut the stream into events again, line by line.
+    Its own ``_read`` would cut the stream into events again, line by line,
+    and it logs under its subclass's module name, which is ours: it is given
+    a logger that is never enabled, so no part of an answer reaches a log.
     """
+
+    def __init__(self, blocks):
+        self._event_source = blocks
+        self._char_enc = "utf-8"
+        self._logger = _QUIET
 
     def _read(self):
         return self._event_source
 
 
-def _event_blocks(chunks, head):
+_QUIET = logging.getLogger(__name__ + ".sse")
+_QUIET.disabled = True
+_QUIET.propagate = False
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _strip_bom(chunks):
+    """Drop one leading UTF-8 byte order mark, also when it arrives in pieces.
+
+    https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream:
+    "One leading U+FEFF BYTE ORDER MARK character must be ignored if any are present."
+    """
+    lead = b""
+    for data in chunks:
+        lead += data
+        if len(lead) >= 3 or not _BOM.startswith(lead):
+            break
+    if lead.startswith(_BOM):
+        lead = lead[3:]
+    if lead:
+        yield lead
+    yield from chunks
+
+
+def _event_blocks(chunks, body, limit):
     """Cut a byte stream into whole SSE events for sseclient.
 
     sseclient-py parses an event well but not a stream: it rescans a growing
     buffer (quadratic on a big event), trusts a ``\\r\\n`` not to be split
     between reads, and fails on invalid UTF-8. So each block handed over here
-    is one whole event with ``\\n`` line ends, in valid UTF-8. Line ends per
-    https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream
-    are CRLF, LF or CR. The first bytes go into the list ``head``, for a
-    message about a body that is not SSE at all.
+    is one whole event with ``\\n`` line ends, in valid UTF-8, of at most
+    ``limit`` bytes. Line ends per the WHATWG rules (link above) are CRLF, LF
+    or CR: a CR ends its line at once, and an LF right after it is dropped, so
+    an event ends at its blank line even when the next read is far off.
     """
     pending = []  # pieces of the unfinished event
-    cr = False  # the previous chunk ended in CR: it may be half a CRLF
+    size = 0
+    after_cr = False  # the last read ended in CR: an LF starting the next one belongs to it
     for data in chunks:
-        if not head:
-            head.append(data[:200])
         if (
             not pending
-            and not cr
+            and not after_cr
             and data.endswith(b"\n\n")
             and data.find(b"\n\n") == len(data) - 2
             and b"\r" not in data
+            and len(data) <= limit
         ):
             # The usual case: one read, one whole event with plain line ends.
             yield _whole_event((data,))
             continue
-        if cr:
-            data = b"\r" + data
-        cr = data.endswith(b"\r")
-        if cr:
-            data = data[:-1]
+        if after_cr and data[:1] == b"\n":
+            data = data[1:]
+        after_cr = data[-1:] == b"\r"
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if pending and data[:1] == b"\n" and pending[-1][-1:] == b"\n":
             pending.append(b"\n")
             yield _whole_event(pending)
-            pending = []
+            pending, size = [], 0
             data = data[1:]
         events = data.split(b"\n\n")
-        if len(events) == 1:
-            if data:
-                pending.append(data)
-            continue
-        pending.append(events[0])
-        pending.append(b"\n\n")
-        yield _whole_event(pending)
-        for event in events[1:-1]:
-            yield _whole_event((event, b"\n\n"))
-        pending = [events[-1]] if events[-1] else []
+        for event in events[:-1]:
+            if size + len(event) > limit:
+                raise _too_large(limit)
+            pending.append(event)
+            pending.append(b"\n\n")
+            yield _whole_event(pending)
+            pending, size = [], 0
+        if events[-1]:
+            size += len(events[-1])
+            if size > limit:
+                raise _too_large(limit)
+            pending.append(events[-1])
     if pending and b"".join(pending).strip():
         # An unterminated last event is offered too: cut JSON fails to parse.
+        body.tail = True
         pending.append(b"\n\n")
         yield _whole_event(pending)
+
+
+def _too_large(limit):
+    return InvalidResponse(
+        "the stream sent an event larger than max_event_bytes=%d; raise it if such events are real" % limit
+    )
 
 
 def _whole_event(pieces):
@@ -1454,10 +2004,15 @@ def _whole_event(pieces):
 
 
 class _Accumulator:
-    """Folds stream chunks into a ChatResult."""
+    """Folds stream chunks into a ChatResult, following one choice.
+
+    With ``n`` > 1 servers send each choice in chunks of its own ``index``;
+    the result follows the lowest index seen, the others pass by as deltas.
+    """
 
     def __init__(self, model):
         self.model = model
+        self.index = None  # the choice followed
         self.texts = []
         self.reasonings = []
         self.calls = _ToolCalls()
@@ -1469,17 +2024,23 @@ class _Accumulator:
     def add(self, chunk):
         """Fold in one chunk (or a whole non-stream answer) and return its delta."""
         if chunk.__class__ is not dict:
-            raise InvalidResponse("the server sent a JSON %s, not an object: %s" % (type(chunk).__name__, _clip(_dumps(chunk))))
+            raise InvalidResponse(
+                "the server sent a JSON %s, not an object" % type(chunk).__name__, excerpt=_json_text(chunk)
+            )
         self.chunks += 1
         if self.first is None:
             self.first = chunk
         text = reasoning = ""
         calls = ()
         finish = None
+        index = 0
         try:
             choices = chunk.get("choices")
             if choices:
                 choice = choices[0]
+                if len(choices) > 1:  # all choices in one chunk: the followed one first
+                    choice = min(choices, key=_choice_index)
+                index = _choice_index(choice)
                 delta = choice.get("delta") or choice.get("message") or {}
                 text = delta.get("content") or ""
                 if text.__class__ is not str:
@@ -1489,6 +2050,10 @@ class _Accumulator:
                     reasoning = _content_text(reasoning)
                 calls = delta.get("tool_calls") or ()
                 finish = choice.get("finish_reason")
+                if index != self.index:
+                    if self.index is not None and index > self.index:
+                        return StreamDelta(text, reasoning, calls, finish, chunk.get("usage"), chunk, index)
+                    self._follow(index)
                 if text:
                     self.texts.append(text)
                 if reasoning:
@@ -1502,14 +2067,21 @@ class _Accumulator:
                 usage = chunk["x_groq"].get("usage")
         except (AttributeError, TypeError, LookupError) as exc:
             raise InvalidResponse(
-                "the server sent a chat completion of an unexpected shape (%s): %s" % (exc, _clip(_dumps(chunk)))
+                "the server sent a chat completion of an unexpected shape (%s)" % exc, excerpt=_json_text(chunk)
             ) from exc
         if usage:
             self.usage = usage
         model = chunk.get("model")
         if model and model.__class__ is str:
             self.model = model
-        return StreamDelta(text, reasoning, calls, finish, usage, chunk)
+        return StreamDelta(text, reasoning, calls, finish, usage, chunk, index)
+
+    def _follow(self, index):
+        """Follow the choice ``index`` (a lower one than before starts afresh)."""
+        if self.index is not None:
+            log.debug("choice %d arrived after choice %d: following it", index, self.index)
+        self.index = index
+        self.texts, self.reasonings, self.calls, self.finish_reason = [], [], _ToolCalls(), None
 
     def text(self):
         return "".join(self.texts)
@@ -1598,6 +2170,19 @@ def _content_text(content):
     return "" if content is None else str(content)
 
 
+def _choice_index(choice):
+    index = choice.get("index")
+    return index if index.__class__ is int else 0
+
+
+def _json_text(value):
+    """A decoded JSON value as text for a message."""
+    try:
+        return _dumps(value)[: _MESSAGE_LIMIT * 4]
+    except (ValueError, RecursionError):
+        return "(a JSON %s nested too deeply to show)" % type(value).__name__
+
+
 def _parse_completion(data, response):
     """A ChatResult from the JSON of a non-stream answer.
 
@@ -1607,38 +2192,15 @@ def _parse_completion(data, response):
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices, list):
         raise InvalidResponse(
-            "%s answered %s without the 'choices' of a chat completion: %s"
-            % (_safe_url(response.url), response.status_code, _clip(_dumps(data)))
+            "%s answered %s without the 'choices' of a chat completion"
+            % (_safe_url(response.url), response.status_code),
+            excerpt=_json_text(data),
         )
     acc = _Accumulator(None)
     acc.add(data)
     result = acc.result()
     result.raw = data
     return result
-
-
-_interrupted_classes: dict = {}
-
-
-def _interrupted(error, partial):
-    """Make ``error`` also a StreamInterrupted that carries ``partial``.
-
-    A server error that arrives mid-stream stays catchable by its own class
-    (``except ServerError``) and as an interruption (``except StreamInterrupted``).
-    """
-    cls = type(error)
-    if not isinstance(error, StreamInterrupted):
-        both = _interrupted_classes.get(cls)
-        if both is None:
-            both = type(cls.__name__, (cls, StreamInterrupted), {"__module__": __name__, "__doc__": cls.__doc__})
-            _interrupted_classes[cls] = both
-        error.__class__ = both
-    error.partial = partial
-    if partial.text:
-        error.args = (
-            "%s (%d characters had arrived; they are in .partial)" % (error.args[0], len(partial.text)),
-        )
-    return error
 
 
 # -- Command line ------------------------------------------------------------
