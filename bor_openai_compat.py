@@ -1894,7 +1894,7 @@ class _SSEClient(sseclient.SSEClient):
 
     Its own ``_read`` would cut the stream into events again, line by line,
     and it logs under its subclass's module name, which is ours: it is given
-    a logger that is never enabled, so no part of an answer reaches a log.
+    a logger that says nothing, so no part of an answer reaches a log.
     """
 
     def __init__(self, blocks):
@@ -1906,9 +1906,13 @@ class _SSEClient(sseclient.SSEClient):
         return self._event_source
 
 
-_QUIET = logging.getLogger(__name__ + ".sse")
-_QUIET.disabled = True
-_QUIET.propagate = False
+class _QUIET:
+    """A logger that says nothing, at no cost per event."""
+
+    @staticmethod
+    def debug(*args, **kwargs):
+        pass
+
 
 _BOM = b"\xef\xbb\xbf"
 

@@ -5,8 +5,8 @@
 
 A server process of its own (bench/server.py) sends canned bytes on
 127.0.0.1, so the server costs the same for every client. The baseline is the
-least a Python client can do on the same transport: requests, splitting lines
-and json.loads per event. Each figure is the median of several repetitions.
+least a Python client can do with the same parts: requests, sseclient-py and
+json.loads per event. Each figure is the median of several repetitions.
 """
 import argparse
 import importlib.util
@@ -27,6 +27,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import requests  # noqa: E402
+import sseclient  # noqa: E402
 
 import bor_openai_compat as boc  # noqa: E402
 
@@ -66,15 +67,11 @@ def baseline_stream(base):
     n = 0
     with requests.Session() as session:
         response = session.post(base + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}, stream=True)
-        pending = b""
-        for data in response.iter_content(chunk_size=None):
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                if line.startswith(b"data: ") and line != b"data: [DONE]":
-                    chunk = json.loads(line[6:])
-                    if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                        n += 1
+        for event in sseclient.SSEClient(response.iter_content(chunk_size=None)).events():
+            if event.data != "[DONE]":
+                chunk = json.loads(event.data)
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    n += 1
     return n
 
 
@@ -95,9 +92,9 @@ def arrivals(kind, base):
                 late.append(time.time() - float(chunk.choices[0].delta.content))
     else:
         response = requests.post(base + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}, stream=True)
-        for line in response.iter_lines():
-            if line.startswith(b"data: {"):
-                content = json.loads(line[6:])["choices"][0]["delta"].get("content")
+        for event in sseclient.SSEClient(response.iter_content(chunk_size=None)).events():
+            if event.data.startswith("{"):
+                content = json.loads(event.data)["choices"][0]["delta"].get("content")
                 if content:
                     late.append(time.time() - float(content))
     return late
