@@ -138,6 +138,7 @@ class OpenAICompatError(Exception):
     """Root of every error raised by this module."""
 
     def __init__(self, detail: str = "", **fields: Any) -> None:
+        detail = _scrub(detail)
         super().__init__(detail)
         #: Our own sentence about what went wrong (the class may add to it).
         self.detail = detail
@@ -1514,15 +1515,25 @@ def _read_image(source, max_bytes):
             raise InvalidImage("the image %s is not a regular file" % name)
         if info.st_size > max_bytes:
             raise InvalidImage(_too_big(name, info.st_size, max_bytes))
-        with open(path, "rb") as f:
-            # One byte more than stat said shows a file that grew meanwhile.
-            data = f.read(info.st_size + 1)
+        try:
+            with open(path, "rb") as f:
+                # One byte more than stat said shows a file that grew meanwhile.
+                data = f.read(info.st_size + 1)
+        except OSError as exc:  # no permission, gone meanwhile, a disk error
+            raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
     elif hasattr(source, "read"):
         name = repr(getattr(source, "name", "the image file object"))
         # In pieces: read(n) sets aside n bytes at once, however short the file.
         pieces, size = [], 0
         while size <= max_bytes:
-            piece = source.read(min(1 << 20, max_bytes + 1 - size))
+            try:
+                piece = source.read(min(1 << 20, max_bytes + 1 - size))
+            except OSError as exc:
+                raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
+            except ValueError as exc:  # a text-mode file decoding an image, or a closed file
+                raise InvalidImage(
+                    "cannot read the image %s (%s); open it in binary mode ('rb')" % (name, type(exc).__name__)
+                ) from exc
             if not piece:
                 break
             if not isinstance(piece, bytes):
