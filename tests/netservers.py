@@ -13,6 +13,7 @@ All listen on 127.0.0.1 only and build on :class:`faultserver.FaultServer`
   or fails the way real proxies do (407, hanging up).
 """
 import json
+import socket
 import ssl
 import threading
 import time
@@ -66,6 +67,13 @@ class Server(fs.FaultServer):
                     self.tls_errors.append(exc)
                     conn.close()
                     return
+            elif conn.recv(1, socket.MSG_PEEK) == b"\x16":
+                # A TLS ClientHello to a plain HTTP server: answer as real servers
+                # do (uvicorn, nginx, http.server), with a plain-text 400.
+                body = b"Bad Request: this is a plain HTTP server"
+                conn.sendall(fs.head(400, "text/plain", len(body), extra=("Connection: close",)) + body)
+                conn.close()
+                return
             super()._handle(conn)
         finally:
             with self._count:
