@@ -44,6 +44,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import stat
 import sys
 import threading
@@ -123,6 +124,9 @@ _EXCERPT_LIMIT = 200  # characters of a body shown in a message
 _MIN_SECRET = 4  # shorter secrets are not cut out of messages: they would cut words
 _SERVER_TEXT = ("message", "body", "excerpt")  # exception fields holding server text
 _ACCEPT_ENCODING = "gzip, deflate"  # what the client itself can decode, with a bound
+_MAX_REDIRECTS = 5
+_DEFAULT_POOL_SIZE = 32  # connections kept per host: one per thread of a usual pool
+_NO_PROXIES = {"http": None, "https": None, "all": None}  # None drops the environment's
 _USER_AGENT = "bor-openai-compat/" + __version__
 
 # -- Exceptions --------------------------------------------------------------
@@ -532,6 +536,11 @@ class Client:
     :param max_image_bytes: the largest image accepted in ``images=``.
     :param max_event_bytes: the largest stream event, or whole answer, the
         client holds in memory; a server that sends more gets ``InvalidResponse``.
+    :param verify: ``True`` to check the server's TLS certificate against the
+        usual CAs (or ``$REQUESTS_CA_BUNDLE``), the path of a CA bundle to
+        trust instead, or ``False`` not to check; it wins over the environment.
+    :param pool_size: connections kept open per host, for threads sharing
+        the client.
     :raises ConfigurationError: no base URL, one that is not http(s), or an
         option out of range.
     """
@@ -550,6 +559,8 @@ class Client:
         session: requests.Session | None = None,
         max_image_bytes: int = _DEFAULT_MAX_IMAGE_BYTES,
         max_event_bytes: int = _DEFAULT_MAX_EVENT_BYTES,
+        verify: bool | str = True,
+        pool_size: int = _DEFAULT_POOL_SIZE,
     ):
         self.base_url = _normalize_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
         self._api_key = _check_api_key(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
@@ -567,8 +578,18 @@ class Client:
             "Accept-Encoding": _ACCEPT_ENCODING,
         }
         self.headers.update(_check_headers(headers or {}))
+        if not isinstance(verify, (bool, str, os.PathLike)):
+            raise ConfigurationError("verify= must be True, False or the path of a CA bundle")
+        if not isinstance(verify, bool) and not os.path.exists(verify):
+            raise ConfigurationError("verify=%r: no CA bundle at that path" % os.fspath(verify))
+        self.verify = verify if isinstance(verify, bool) else os.fspath(verify)
         self._own_session = session is None
-        self.session = session if session is not None else requests.Session()
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=_count("pool_size", pool_size, 1))
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
 
     def chat(
         self,
@@ -728,20 +749,37 @@ class Client:
                 attempt += 1
 
     def _request(self, method, url, headers, call):
-        """One request; returns a 2xx response or raises what went wrong."""
+        """One request, following a few redirects; returns a 2xx response or raises."""
         connect, read = self.connect_timeout, call.timeout
         if call.deadline is not None:
             left = call.deadline - time.monotonic()
             if left <= 0:
                 raise Timeout("the call took longer than stream_timeout=%ss" % call.limit)
             connect, read = min(connect, left), min(read, left)
-        log.debug("%s %s", method, _safe_url(url))
-        try:
-            response = self.session.request(
-                method, url, data=call.body, headers=headers, timeout=(connect, read), stream=True
-            )
-        except _REQUEST_ERRORS as exc:
-            raise _network_error(exc, url, connect, read) from exc
+        seen = [url]
+        while True:
+            log.debug("%s %s", method, _safe_url(url))
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    data=call.body,
+                    headers=headers,
+                    timeout=(connect, read),
+                    stream=True,
+                    allow_redirects=False,
+                    verify=self.verify,
+                    # A server on this machine is never reached through a proxy.
+                    proxies=_NO_PROXIES if _is_loopback(url) else None,
+                    # With a key, our Authorization header is what is sent: not
+                    # ~/.netrc's, nor Basic from credentials in the URL.
+                    auth=_as_given if self._api_key else None,
+                )
+            except _REQUEST_ERRORS as exc:
+                raise _network_error(exc, url, connect, read, self._proxy_for(url)) from exc
+            if not response.is_redirect:
+                break
+            url, headers = _redirect(response, method, url, headers, seen)
         status = response.status_code
         if status < 200:
             # An interim answer (103 Early Hints) where the answer belongs: the
@@ -752,9 +790,31 @@ class Client:
                 "past interim answers; ask the server or proxy not to send them"
                 % (method, _safe_url(url), status, response.reason)
             )
+        if status == 407:
+            response.close()
+            proxy = self._proxy_for(url)
+            raise ConnectionFailed(
+                "the proxy %s wants credentials (HTTP 407): put them in its URL "
+                "(http://user:password@host:port), or add %s to NO_PROXY to connect directly"
+                % (_proxy_name(proxy), _host_port(url)[0]),
+                retryable=False,
+            )
         if status >= 400:
             raise self._error_response(response, call)
         return response
+
+    def _proxy_for(self, url):
+        """The proxy a request to ``url`` goes through, or None (for messages)."""
+        if _is_loopback(url):
+            return None
+        proxies = dict(self.session.proxies)
+        if self.session.trust_env:
+            for scheme, proxy in requests.utils.get_environ_proxies(url).items():
+                proxies.setdefault(scheme, proxy)
+        proxy = requests.utils.select_proxy(url, proxies)
+        if proxy:
+            _normalize_base_url(proxy if "://" in proxy else "http://" + proxy)  # its credentials are secrets
+        return proxy
 
     def _error_response(self, response, call):
         try:
@@ -1120,6 +1180,61 @@ def _join_url(base_url, path):
     return base + path + mark + query
 
 
+def _as_given(request):
+    """requests' auth hook that sends the request with the headers it has."""
+    return request
+
+
+def _origin(url):
+    parts = urllib3.util.parse_url(url)
+    return (parts.scheme or "").lower(), (parts.host or "").lower(), _host_port(url)[1]
+
+
+def _redirect(response, method, url, headers, seen):
+    """(url, headers) of the next hop of a redirect, or the error why it is not taken.
+
+    Like a browser, but for an API: a few hops at most, a loop said as one,
+    no POST turned into a body-less GET (301/302/303), and the headers that
+    carry secrets are not taken to another origin (as requests does for
+    ``Authorization``).
+    """
+    status, location = response.status_code, response.headers.get("Location", "")
+    response.close()
+    target = urllib.parse.urljoin(url, location.strip())
+    where = "%s %s" % (method, _safe_url(url))
+    if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise ConnectionFailed(
+            "%s redirected (HTTP %s) to %r, which is not an http(s) URL: the server's redirect is "
+            "wrong, not the base URL" % (where, status, _safe_url(target)),
+            retryable=False,
+        )
+    if target in seen or len(seen) > _MAX_REDIRECTS:
+        hops = " -> ".join(_safe_url(hop) for hop in seen + [target])
+        kind = "a redirect loop" if target in seen else "more than %d redirects" % _MAX_REDIRECTS
+        raise ConnectionFailed("%s: %s (%s); check the base URL or the server" % (where, kind, hops), retryable=False)
+    if method == "POST" and status in (301, 302, 303):
+        path = urllib.parse.urlsplit(url).path
+        endpoint = next((e for e in ("/chat/completions", "/embeddings") if path.endswith(e)), "")
+        moved = urllib.parse.urlsplit(target)
+        base = moved._replace(path=moved.path[: len(moved.path) - len(endpoint)] if moved.path.endswith(endpoint) else moved.path)
+        raise ConfigurationError(
+            "%s moved to %s (HTTP %s), where a POST would become a GET without its body: "
+            "use the base URL %r" % (where, _safe_url(target), status, _safe_url(base.geturl()))
+        )
+    if _origin(target) != _origin(url):
+        headers = {name: value for name, value in headers.items() if not _is_secret_header(name)}
+    seen.append(target)
+    return target, headers
+
+
+def _proxy_name(proxy):
+    """host:port of a proxy URL, without its credentials."""
+    if not proxy:
+        return "(none set; a proxy in between)"
+    host, port = _host_port(proxy if "://" in proxy else "http://" + proxy)
+    return "%s:%s" % (host, port)
+
+
 def _check_api_key(key):
     if key is None:
         return None
@@ -1216,7 +1331,7 @@ _REQUEST_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http
 _READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, ArithmeticError)
 
 
-def _network_error(exc, url, connect_timeout, read_timeout):
+def _network_error(exc, url, connect_timeout, read_timeout, proxy=None):
     """Map a requests exception to ours, with a message that says what to do."""
     host, port = _host_port(url)
     where = "%s:%s" % (host, port)
@@ -1231,6 +1346,14 @@ def _network_error(exc, url, connect_timeout, read_timeout):
             "the server at %s sent nothing for %ss; it may still be loading the model "
             "(raise timeout= to wait longer)" % (where, read_timeout)
         )
+    if proxy and (
+        isinstance(exc, requests.exceptions.ProxyError)
+        or _cause(exc, (ConnectionRefusedError, http.client.RemoteDisconnected, ConnectionResetError))
+    ):
+        return ConnectionFailed(
+            "could not reach %s through the proxy %s (%s): check the proxy, or add %s to NO_PROXY "
+            "to connect directly" % (where, _proxy_name(proxy), _reason(exc), host)
+        )
     if _cause(exc, ConnectionRefusedError):
         return ConnectionRefused(
             "connection refused by %s: the local server isn't running or the base "
@@ -1239,8 +1362,17 @@ def _network_error(exc, url, connect_timeout, read_timeout):
         )
     if _cause(exc, socket.gaierror):
         return ConnectionFailed("could not resolve the host %r: check the base URL" % host)
+    if _cause(exc, ssl.SSLCertVerificationError):
+        return ConnectionFailed(
+            "the TLS certificate of %s is not trusted (%s): pass verify= the path of a CA bundle "
+            "that signs it (or set REQUESTS_CA_BUNDLE)" % (where, _reason(exc)),
+            retryable=False,
+        )
     if isinstance(exc, requests.exceptions.SSLError):
-        return ConnectionFailed("TLS with %s failed: %s (is it plain http://?)" % (where, _reason(exc)))
+        text = _reason(exc)
+        if re.search(r"(?i)wrong version number|record layer failure|http request|packet length too long", text):
+            text += "; the server speaks plain http://, not https://"
+        return ConnectionFailed("TLS with %s failed: %s" % (where, text))
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
         return ConfigurationError("the URL %r is not valid: %s" % (_safe_url(url), _reason(exc)))
     if _cause(exc, http.client.RemoteDisconnected):
