@@ -296,6 +296,18 @@ class ChatResult:
             message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
         return message
 
+    def to_message(self, *, reasoning: bool = False) -> dict:
+        """The assistant message to append, with ``reasoning_content`` if asked.
+
+        DeepSeek's thinking mode with tools wants the reasoning back on the
+        next turn (it answers 400 "Missing `reasoning_content` field" without
+        it); other servers reject the field, so :attr:`message` leaves it out.
+        """
+        message = self.message
+        if reasoning:
+            message["reasoning_content"] = self.reasoning
+        return message
+
     def __str__(self) -> str:
         return self.text
 
@@ -357,6 +369,9 @@ class Client:
     :param headers: extra headers for every request.
     :param session: a :class:`requests.Session` to use; it is not closed by us.
     :param max_image_bytes: the largest image accepted in ``images=``.
+    :param think_tags: where ``<think>`` reasoning written in the content is
+        split off: ``None`` when the content starts with ``<think>``, ``True``
+        also when only ``</think>`` comes, ``False`` never (also per call).
     :raises ConfigurationError: no base URL, or one that is not http(s).
     """
 
@@ -373,6 +388,7 @@ class Client:
         headers: dict | None = None,
         session: requests.Session | None = None,
         max_image_bytes: int = _DEFAULT_MAX_IMAGE_BYTES,
+        think_tags: bool | None = None,
     ):
         self.base_url = _normalize_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
         self._api_key = _check_api_key(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
@@ -382,6 +398,7 @@ class Client:
         self.stream_timeout = stream_timeout
         self.max_retries = max_retries
         self.max_image_bytes = max_image_bytes
+        self.think_tags = think_tags
         self.headers = {"User-Agent": _USER_AGENT, "Content-Type": "application/json"}
         if not hasattr(urllib3.HTTPResponse, "read1"):
             # urllib3 1.x: bodies are read below its decoder, so ask for none.
@@ -495,6 +512,9 @@ class Client:
     # -- Internals of the client --
 
     def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
+        think_tags = params.pop("think_tags", self.think_tags)
+        if think_tags not in (None, True, False):
+            raise ConfigurationError("think_tags must be None, True or False, not %r" % (think_tags,))
         model = model or self.model
         if not model:
             raise ConfigurationError(
@@ -514,7 +534,7 @@ class Client:
         del payload  # now only `urls` holds the big image texts
         body = _splice(text, urls)
         limit = stream_timeout if stream_timeout is not None else self.stream_timeout
-        return _Call(
+        call = _Call(
             body,
             model,
             stream=stream,
@@ -522,6 +542,8 @@ class Client:
             timeout=timeout if timeout is not None else self.timeout,
             limit=limit,
         )
+        call.think_tags = think_tags
+        return call
 
     def _send(self, method, path, call):
         """Make a request, retrying what may be retried; return a 2xx response."""
@@ -594,7 +616,7 @@ class Client:
         error = _api_error(status, raw, call, where, self.base_url, self._api_key, retry_after)
         if isinstance(error, UnknownModel):
             self._fill_models(error)
-        return error
+        return _hinted(error, call)
 
     def _completion(self, response, body, call):
         """A ChatResult from a non-stream answer."""
@@ -603,7 +625,7 @@ class Client:
             # LM Studio answers a wrong path with 200 {"error": "Unexpected endpoint..."}.
             where = "%s %s" % (response.request.method, _safe_url(response.url))
             raise self._error(response.status_code, body, call, where=where)
-        return _parse_completion(data, response)
+        return _parse_completion(data, response, call.think_tags)
 
     def _fill_models(self, error):
         """Add the served models and the closest name to an UnknownModel."""
@@ -629,7 +651,7 @@ class ChatStream:
     def __init__(self, client, response, call, chunks=None):
         self.response = response
         self.model = call.model
-        self._acc = _Accumulator(call.model)
+        self._acc = _Accumulator(call.model, call.think_tags)
         if chunks is None:
             chunks = _read_chunks(response.raw, call)
         # The generator must not hold self: without a cycle, a stream that
@@ -774,7 +796,7 @@ def tool_message(call: ToolCall | str, content: Any) -> dict:
 class _Call:
     """What a request needs to know about the call that made it."""
 
-    __slots__ = ("body", "model", "stream", "images", "timeout", "limit", "deadline")
+    __slots__ = ("body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings")
 
     def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
         self.body = body
@@ -784,6 +806,9 @@ class _Call:
         self.timeout = timeout  # seconds between bytes
         self.limit = limit  # seconds for the whole call, or None
         self.deadline = time.monotonic() + limit if limit is not None else None
+        self.think_tags = None  # how <think> in the content is split off
+        self.schema = False  # a JSON schema was sent in response_format
+        self.embeddings = False  # a POST /embeddings
 
 
 def _dumps(value):
@@ -1276,6 +1301,31 @@ def _error_class(status, message, code, kind, call):
     return APIError
 
 
+# DeepSeek: 400 "Missing `reasoning_content` field in the assistant message at
+# message index 2" (https://api-docs.deepseek.com/guides/thinking_mode#tool-calls).
+_REASONING_MISSING = r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missing|required)|missing\W{0,3}\s*reasoning_content"
+_SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
+
+
+def _hinted(error, call):
+    """Add what to do to errors that the features of a call explain."""
+    hint = None
+    if isinstance(error, BadRequest) and re.search(_REASONING_MISSING, error.message):
+        hint = (
+            "This server wants the reasoning back in assistant messages: append "
+            "result.to_message(reasoning=True) instead of result.message."
+        )
+    elif call.schema and isinstance(error, BadRequest) and re.search(_SCHEMA_REFUSED, error.message):
+        hint = (
+            "The server does not support JSON schemas in response_format (or not with "
+            "this model); try response_format={\"type\": \"json_object\"} instead of schema= "
+            "(llama.cpp and llama-cpp-python also accept a \"schema\" key in it)."
+        )
+    if hint:
+        error.args = ("%s %s" % (error.args[0], hint),)
+    return error
+
+
 def _closest(name, choices):
     """The served name a user most likely meant, or None."""
     if not name or not choices:
@@ -1456,8 +1506,9 @@ def _whole_event(pieces):
 class _Accumulator:
     """Folds stream chunks into a ChatResult."""
 
-    def __init__(self, model):
+    def __init__(self, model, think_tags=None):
         self.model = model
+        self.splitter = None if think_tags is False else _ThinkSplitter(think_tags)
         self.texts = []
         self.reasonings = []
         self.calls = _ToolCalls()
@@ -1489,6 +1540,8 @@ class _Accumulator:
                     reasoning = _content_text(reasoning)
                 calls = delta.get("tool_calls") or ()
                 finish = choice.get("finish_reason")
+                if self.splitter is not None:
+                    text, reasoning = self._split(text, reasoning, finish)
                 if text:
                     self.texts.append(text)
                 if reasoning:
@@ -1514,8 +1567,22 @@ class _Accumulator:
     def text(self):
         return "".join(self.texts)
 
+    def _split(self, text, reasoning, finish):
+        """Move ``<think>`` reasoning out of a content delta (see _ThinkSplitter)."""
+        splitter = self.splitter
+        text, thought = splitter.feed(text)
+        if finish:  # the end of the answer: nothing can become a tag any more
+            held_text, held_thought = splitter.flush()
+            text, thought = text + held_text, thought + held_thought
+        if splitter.done:
+            self.splitter = None  # the rest is answer: later deltas cost nothing
+        return text, reasoning + thought if thought else reasoning
+
     def result(self):
         text, reasoning = self.text(), "".join(self.reasonings)
+        if self.splitter is not None:  # a stream that stopped inside a tag
+            held_text, held_reasoning = self.splitter.held_back()
+            text, reasoning = text + held_text, reasoning + held_reasoning
         calls = self.calls.result()
         message = {"role": "assistant", "content": text}
         if reasoning:
@@ -1540,6 +1607,95 @@ class _Accumulator:
             model=self.model,
             raw=raw,
         )
+
+
+_THINK_OPEN = "<think>"
+_THINK_CLOSE = "</think>"
+
+
+class _ThinkSplitter:
+    """Splits ``<think>...</think>`` reasoning off the start of the content.
+
+    Reasoning models write it there when the server has no reasoning parser
+    (vLLM without ``--reasoning-parser``, llama.cpp with ``--reasoning-format
+    none``, some LM Studio and Ollama set-ups). Only a tag at the start counts
+    (after whitespace); with ``always`` (``think_tags=True``) the reasoning is
+    taken as open from the start, for templates that put ``<think>`` in the
+    prompt, and ends at ``</think>``. Tags may arrive cut at any character, so
+    text is held back while it may still be the start of a tag (at most a
+    tag's length, besides leading whitespace); once the answer's first
+    character is out, the splitter is done and the rest passes untouched.
+    Leading whitespace of the reasoning and of the answer is dropped.
+    """
+
+    __slots__ = ("always", "state", "held", "done")
+
+    # States: before any visible character; at the start of the reasoning;
+    # in the reasoning; after </think>, before the answer's first character.
+    START, THINK_START, THINK, ANSWER_START = range(4)
+
+    def __init__(self, always):
+        self.always = bool(always)
+        self.state = self.START
+        self.held = ""
+        self.done = False
+
+    def feed(self, text):
+        """(answer text, reasoning) of one content delta."""
+        if self.held:
+            text, self.held = self.held + text, ""
+        if not text:
+            return "", ""
+        state = self.state
+        if state == self.START:
+            visible = text.lstrip()
+            if visible.startswith(_THINK_OPEN):
+                text, state = visible[len(_THINK_OPEN):], self.THINK_START
+            elif not visible or _THINK_OPEN.startswith(visible):  # "", "<", "<th"...
+                self.held = text
+                return "", ""
+            elif self.always:
+                text, state = visible, self.THINK_START
+            else:
+                self.done = True  # no tag: the content is all answer, untouched
+                return text, ""
+        reasoning = ""
+        if state == self.THINK_START:
+            text = text.lstrip()
+            if not text:
+                self.state = state
+                return "", ""
+            state = self.THINK
+        if state == self.THINK:
+            end = text.find(_THINK_CLOSE)
+            if end < 0:
+                # Hold back a tail that may be the start of "</think>".
+                cut = text.rfind("<", max(0, len(text) - len(_THINK_CLOSE) + 1))
+                if cut >= 0 and _THINK_CLOSE.startswith(text[cut:]):
+                    text, self.held = text[:cut], text[cut:]
+                self.state = state
+                return "", text
+            reasoning, text = text[:end], text[end + len(_THINK_CLOSE):]
+        text = text.lstrip()  # state is ANSWER_START here
+        self.state = self.ANSWER_START
+        if text:
+            self.done = True
+        return text, reasoning
+
+    def held_back(self):
+        """(answer text, reasoning) of what is held, were the content to end now."""
+        if not self.held:
+            return "", ""
+        if self.state == self.START and not self.always:
+            return self.held, ""  # "<thi" and no more: it was answer after all
+        return "", self.held.lstrip() if self.state == self.START else self.held
+
+    def flush(self):
+        """Release what is held at the end of the answer."""
+        held = self.held_back()
+        self.held = ""
+        self.done = True
+        return held
 
 
 class _ToolCalls:
@@ -1598,7 +1754,7 @@ def _content_text(content):
     return "" if content is None else str(content)
 
 
-def _parse_completion(data, response):
+def _parse_completion(data, response, think_tags=None):
     """A ChatResult from the JSON of a non-stream answer.
 
     The answer is read as one chunk whose choice has a whole ``message``, so
@@ -1610,7 +1766,7 @@ def _parse_completion(data, response):
             "%s answered %s without the 'choices' of a chat completion: %s"
             % (_safe_url(response.url), response.status_code, _clip(_dumps(data)))
         )
-    acc = _Accumulator(None)
+    acc = _Accumulator(None, think_tags)
     acc.add(data)
     result = acc.result()
     result.raw = data
