@@ -296,6 +296,29 @@ class ChatResult:
             message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
         return message
 
+    def json(self) -> Any:
+        """Parse the answer text as JSON.
+
+        Whitespace and one Markdown code fence around it (```` ``` ```` or
+        ```` ```json ````) are ignored; the reasoning is not part of the text.
+
+        :raises InvalidResponse: the text is not JSON, or is nested too deeply.
+        """
+        text = self.text.strip()
+        fenced = re.match(r"```(?:json)?[ \t]*\r?\n(.*?)\r?\n?```\Z", text, re.S | re.I)
+        if fenced:
+            text = fenced.group(1)
+        try:
+            return json.loads(text)
+        except RecursionError as exc:
+            raise InvalidResponse(
+                "the answer is JSON nested too deeply to parse: %s" % _clip(self.text.strip(), 80)
+            ) from exc
+        except ValueError as exc:
+            raise InvalidResponse(
+                "the answer is not JSON (%s): %s" % (exc, _clip(self.text.strip() or "(empty)", 80))
+            ) from exc
+
     def to_message(self, *, reasoning: bool = False) -> dict:
         """The assistant message to append, with ``reasoning_content`` if asked.
 
@@ -513,6 +536,9 @@ class Client:
 
     def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
         think_tags = params.pop("think_tags", self.think_tags)
+        schema = params.pop("schema", None)
+        if schema is not None:
+            params["response_format"] = _schema_format(schema, params)
         if think_tags not in (None, True, False):
             raise ConfigurationError("think_tags must be None, True or False, not %r" % (think_tags,))
         model = model or self.model
@@ -543,6 +569,7 @@ class Client:
             limit=limit,
         )
         call.think_tags = think_tags
+        call.schema = schema is not None
         return call
 
     def _send(self, method, path, call):
@@ -809,6 +836,18 @@ class _Call:
         self.think_tags = None  # how <think> in the content is split off
         self.schema = False  # a JSON schema was sent in response_format
         self.embeddings = False  # a POST /embeddings
+
+
+def _schema_format(schema, params):
+    """The ``response_format`` that asks for answers valid under a JSON schema."""
+    if not isinstance(schema, dict):
+        raise ConfigurationError("schema= must be a JSON schema dict, not %s" % type(schema).__name__)
+    if "response_format" in params:
+        raise ConfigurationError("pass schema= or response_format=, not both")
+    # OpenAI allows names of letters, digits, _ and - up to 64 characters.
+    title = schema.get("title")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", title)[:64] if isinstance(title, str) and title.strip() else "answer"
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 def _dumps(value):
