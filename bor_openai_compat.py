@@ -46,6 +46,7 @@ import re
 import socket
 import sys
 import stat
+import struct
 import time
 from typing import Any, Iterable, Iterator
 
@@ -513,6 +514,50 @@ class Client:
             if isinstance(item, str):
                 ids.append(item)
         return ids
+
+    def embed(
+        self,
+        inputs: str | list,
+        *,
+        model: str | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> list:
+        """Return the embedding vectors of texts, one per input, in input order.
+
+        :param inputs: a string or a list of strings.
+        :param params: go into the JSON payload as they are (``dimensions``,
+            ``encoding_format="base64"``: such vectors are decoded).
+        :raises EndpointNotFound: the server serves no embeddings (llama.cpp's
+            server needs ``--embeddings``).
+        """
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        elif not isinstance(inputs, (list, tuple)) or not all(isinstance(text, str) for text in inputs):
+            raise TypeError("inputs must be a string or a list of strings, not %r" % (inputs,))
+        model = model or self.model
+        if not model:
+            raise ConfigurationError(
+                "no model given: pass model= to Client() or to embed(), or set OPENAI_MODEL "
+                "(client.models() lists what %s serves)" % _safe_url(self.base_url)
+            )
+        if not inputs:
+            return []
+        payload = dict({"model": model, "input": list(inputs)}, **params)
+        call = _Call(
+            _dumps(payload).encode("utf-8"),
+            model,
+            timeout=timeout if timeout is not None else self.timeout,
+            limit=self.stream_timeout,
+        )
+        call.embeddings = True
+        response = self._send("POST", "/embeddings", call)
+        body = _read_body(response, call)
+        data = _decode_json(response, body)
+        if _error_in(data):
+            where = "%s %s" % (response.request.method, _safe_url(response.url))
+            raise self._error(response.status_code, body, call, where=where)
+        return _embeddings(data, len(inputs), _safe_url(response.url))
 
     def close(self) -> None:
         """Close the HTTP session, unless it was the caller's."""
@@ -1346,10 +1391,32 @@ _REASONING_MISSING = r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missi
 _SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
 
 
+# llama.cpp without --embeddings: 501 "This server does not support embeddings.
+# Start it with `--embeddings`"; vLLM with a generative model: "does not support
+# Embeddings API".
+_EMBEDDINGS_OFF = r"(?i)(not support|unsupported|not enabled).{0,20}embedding|embeddings? (api |are |is )?not (supported|enabled)"
+
+
+def _no_embeddings(error):
+    """An EndpointNotFound for a server or model that serves no embeddings."""
+    found = EndpointNotFound(
+        "The server serves no embeddings here (HTTP %s: %s). llama.cpp's server needs --embeddings "
+        "(and --pooling mean); Ollama and vLLM need an embedding model; a 404 may also mean a base "
+        "URL without /v1." % (error.status_code, _clip(error.message, 500))
+    )
+    found.status_code, found.message, found.code, found.body = error.status_code, error.message, error.code, error.body
+    return found
+
+
 def _hinted(error, call):
     """Add what to do to errors that the features of a call explain."""
     hint = None
-    if isinstance(error, BadRequest) and re.search(_REASONING_MISSING, error.message):
+    if call.embeddings and not isinstance(error, (UnknownModel, AuthenticationError)):
+        if error.status_code in (404, 405, 501) or re.search(_EMBEDDINGS_OFF, error.message):
+            return _no_embeddings(error)
+        if re.search(r"(?i)pooling", error.message):
+            hint = "llama.cpp's server serves /v1/embeddings with --pooling mean (or cls, last), not none."
+    elif isinstance(error, BadRequest) and re.search(_REASONING_MISSING, error.message):
         hint = (
             "This server wants the reasoning back in assistant messages: append "
             "result.to_message(reasoning=True) instead of result.message."
@@ -1775,6 +1842,32 @@ class _ToolCalls:
 
     def result(self):
         return [ToolCall(c[0], c[2], "".join(c[3]), c[1]) for c in self.calls]
+
+
+def _embeddings(data, count, url):
+    """The vectors of an /embeddings answer, in input order."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != count:
+        raise InvalidResponse(
+            "%s answered without %d embedding%s in 'data': %s"
+            % (url, count, "" if count == 1 else "s", _clip(_dumps(data)))
+        )
+    try:
+        items = sorted(items, key=lambda item: item["index"]) if all("index" in i for i in items) else items
+        vectors = []
+        for item in items:
+            vector = item["embedding"]
+            if isinstance(vector, str):  # encoding_format="base64": float32, little-endian
+                raw = base64.b64decode(vector)
+                vector = list(struct.unpack("<%df" % (len(raw) // 4), raw))
+            elif not isinstance(vector, list):
+                raise TypeError("an embedding is a %s" % type(vector).__name__)
+            vectors.append(vector)
+    except (TypeError, LookupError, ValueError, struct.error) as exc:
+        raise InvalidResponse(
+            "%s answered with embeddings of an unexpected shape (%s): %s" % (url, exc, _clip(_dumps(data)))
+        ) from exc
+    return vectors
 
 
 def _error_in(data):
