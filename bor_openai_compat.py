@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import http.client
+import io
 import json
 import logging
 import os
@@ -595,7 +596,7 @@ class Client:
         if images is not None:
             images = [
                 image if isinstance(image, dict) else image_part(image, max_bytes=self.max_image_bytes)
-                for image in images
+                for image in _image_list(images)
             ]
         payload = build_chat_payload(messages, model=model, stream=stream, images=images, **params)
         del images
@@ -786,7 +787,7 @@ def build_chat_payload(
     else:
         raise TypeError("messages must be a string or a list of message dicts, not %s" % type(messages).__name__)
     if images is not None:
-        parts = [image if isinstance(image, dict) else image_part(image) for image in images]
+        parts = [image if isinstance(image, dict) else image_part(image) for image in _image_list(images)]
         for i in range(len(messages) - 1, -1, -1):
             if messages[i]["role"] == "user":
                 break
@@ -810,16 +811,19 @@ def image_data_url(
 ) -> str:
     """Return a ``data:`` URL with the image base64-encoded.
 
-    :param source: a path (``str`` or ``os.PathLike``), ``bytes``, or a binary
-        file object. An ``http(s)://`` or ``data:`` URL is returned unchanged.
+    :param source: a path (``str`` or ``os.PathLike``), ``bytes``, a binary
+        file object, or an image object with a ``save(fp, format=...)`` method
+        (a Pillow ``Image``). An ``http(s)://`` or ``data:`` URL is returned
+        unchanged.
     :param mime: the MIME type; by default taken from the bytes' signature,
-        then from the file name.
+        then from the file name. An image object is saved as PNG, or as
+        JPEG or WebP when ``mime`` asks for it.
     :param max_bytes: larger images are refused.
     :raises InvalidImage: the source cannot be read, is too big, or is not an image.
     """
     if isinstance(source, str) and source.startswith(("http://", "https://", "data:")):
         return source
-    data, name = _read_image(source, max_bytes)
+    data, name = _read_image(source, max_bytes, mime)
     mime = mime or _sniff_mime(data) or _mime_from_name(name)
     if not mime:
         raise InvalidImage(
@@ -837,14 +841,19 @@ def image_data_url(
 
 
 def image_part(
-    source: Any, *, detail: str | None = None, max_bytes: int = _DEFAULT_MAX_IMAGE_BYTES
+    source: Any,
+    *,
+    detail: str | None = None,
+    mime: str | None = None,
+    max_bytes: int = _DEFAULT_MAX_IMAGE_BYTES,
 ) -> dict:
     """Return an ``image_url`` content part for a message.
 
     :param source: anything :func:`image_data_url` takes.
     :param detail: ``"low"``, ``"high"`` or ``"auto"`` where the server knows it.
+    :param mime: as for :func:`image_data_url`.
     """
-    image_url = {"url": image_data_url(source, max_bytes=max_bytes)}
+    image_url = {"url": image_data_url(source, mime=mime, max_bytes=max_bytes)}
     if detail is not None:
         image_url["detail"] = detail
     return {"type": "image_url", "image_url": image_url}
@@ -1184,7 +1193,7 @@ def _mime_from_name(name):
     return _EXTENSIONS.get(ext.lower().rstrip("'\"")) if dot else None
 
 
-def _read_image(source, max_bytes):
+def _read_image(source, max_bytes, mime=None):
     """(bytes, a name for messages) of an image source, at most max_bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), "the image bytes (%d bytes)" % len(source)
@@ -1216,9 +1225,12 @@ def _read_image(source, max_bytes):
             size += len(piece)
         data = b"".join(pieces)
         del pieces
+    elif callable(getattr(source, "save", None)):
+        data, name = _saved_image(source, mime)
     else:
         raise InvalidImage(
-            "an image must be a path, bytes, a binary file or an http(s)/data URL, not %s"
+            "an image must be a path, bytes, a binary file, an image object with save() "
+            "or an http(s)/data URL, not %s"
             % type(source).__name__
         )
     if len(data) > max_bytes:
@@ -1228,8 +1240,49 @@ def _read_image(source, max_bytes):
     return data, name
 
 
+# The formats an image object is saved in, by the MIME type asked for.
+_SAVE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
+
+
+def _saved_image(image, mime):
+    """(bytes, name) of an object with ``save(fp, format=...)``, like a Pillow Image.
+
+    Pillow itself is not imported: anything that saves itself this way works.
+    """
+    kind = _SAVE_FORMATS.get((mime or "image/png").lower())
+    if kind is None:
+        raise InvalidImage(
+            "an image object is saved as image/png, image/jpeg or image/webp, not %s" % mime
+        )
+    size = getattr(image, "size", None)
+    name = "the %s image object%s" % (type(image).__name__, " (%sx%s)" % tuple(size) if
+                                      isinstance(size, tuple) and len(size) == 2 else "")
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=kind)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Pillow: "cannot write mode RGBA as JPEG" and the like.
+        raise InvalidImage("could not save %s as %s: %s" % (name, kind, exc)) from exc
+    return buffer.getvalue(), name
+
+
+def _image_list(images):
+    """``images=`` as a list: one path, bytes, file or image object is one image."""
+    if (
+        isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, dict))
+        or hasattr(images, "read")
+        or callable(getattr(images, "save", None))
+    ):
+        return [images]
+    return images
+
+
 def _too_big(name, size, limit):
-    return "the image %s is larger than max_image_bytes (%s > %d bytes); shrink it or raise the limit" % (
+    return (
+        "the image %s is larger than max_image_bytes (%s > %d bytes); downscale it (models see "
+        "about 1-2 megapixels at most; with Pillow: img.thumbnail((1568, 1568))), save it as "
+        "JPEG, or raise the limit"
+    ) % (
         name,
         "at least %d" % size if size == limit + 1 else size,
         limit,
