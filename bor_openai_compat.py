@@ -268,7 +268,7 @@ class ToolCall:
 class ChatResult:
     """A complete answer. ``str(result)`` is its text."""
 
-    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "model", "raw")
+    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "model", "raw", "logprobs")
 
     def __init__(
         self,
@@ -280,6 +280,7 @@ class ChatResult:
         usage: dict | None = None,
         model: str | None = None,
         raw: Any = None,
+        logprobs: list | None = None,
     ):
         self.text = text
         self.reasoning = reasoning
@@ -289,6 +290,9 @@ class ChatResult:
         self.model = model
         #: The decoded JSON answer (for a stream: one built from its chunks).
         self.raw = raw
+        #: The per-token entries of ``choices[0].logprobs.content`` when asked
+        #: for with ``logprobs=True`` (a stream's put together), else None.
+        self.logprobs = logprobs
 
     @property
     def message(self) -> dict:
@@ -1675,6 +1679,7 @@ class _Accumulator:
         self.usage = None
         self.chunks = 0
         self.first = None
+        self.logprobs = None
 
     def add(self, chunk):
         """Fold in one chunk (or a whole non-stream answer) and return its delta."""
@@ -1701,6 +1706,9 @@ class _Accumulator:
                 finish = choice.get("finish_reason")
                 if self.splitter is not None:
                     text, reasoning = self._split(text, reasoning, finish)
+                logprobs = choice.get("logprobs")
+                if logprobs:
+                    self._add_logprobs(logprobs)
                 if text:
                     self.texts.append(text)
                 if reasoning:
@@ -1725,6 +1733,13 @@ class _Accumulator:
 
     def text(self):
         return "".join(self.texts)
+
+    def _add_logprobs(self, logprobs):
+        entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+        if entries:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(entries)
 
     def _split(self, text, reasoning, finish):
         """Move ``<think>`` reasoning out of a content delta (see _ThinkSplitter)."""
@@ -1757,6 +1772,8 @@ class _Accumulator:
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
             "usage": self.usage,
         }
+        if self.logprobs is not None:
+            raw["choices"][0]["logprobs"] = {"content": self.logprobs}
         return ChatResult(
             text,
             reasoning=reasoning,
@@ -1765,6 +1782,7 @@ class _Accumulator:
             usage=self.usage,
             model=self.model,
             raw=raw,
+            logprobs=self.logprobs,
         )
 
 
