@@ -1449,16 +1449,21 @@ _SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
 
 
 # llama.cpp without --embeddings: 501 "This server does not support embeddings.
-# Start it with `--embeddings`"; vLLM with a generative model: "does not support
-# Embeddings API".
-_EMBEDDINGS_OFF = r"(?i)(not support|unsupported|not enabled).{0,20}embedding|embeddings? (api |are |is )?not (supported|enabled)"
+# Start it with `--embeddings`"; llama-cpp-python without --embedding true: 500
+# "Llama model must be created with embedding=True to call this method"; vLLM
+# with a generative model: "does not support Embeddings API".
+_EMBEDDINGS_OFF = (
+    r"(?i)(not support|unsupported|not enabled).{0,20}embedding|embeddings? (api |are |is )?not "
+    r"(supported|enabled)|created with embedding=true"
+)
 
 
 def _no_embeddings(error):
     """An EndpointNotFound for a server or model that serves no embeddings."""
     found = EndpointNotFound(
         "The server serves no embeddings here (HTTP %s: %s). llama.cpp's server needs --embeddings "
-        "(and --pooling mean); Ollama and vLLM need an embedding model; a 404 may also mean a base "
+        "(and --pooling mean), llama-cpp-python's --embedding true; Ollama and vLLM need an "
+        "embedding model; a 404 may also mean a base "
         "URL without /v1." % (error.status_code, _clip(error.message, 500))
     )
     found.status_code, found.message, found.code, found.body = error.status_code, error.message, error.code, error.body

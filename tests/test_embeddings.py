@@ -84,6 +84,8 @@ def test_unknown_model_lists_the_served_ones(mocked, client):
         pytest.param(501, {"error": {"code": 501, "type": "not_supported_error", "message":
                                      "This server does not support embeddings. Start it with `--embeddings`"}},
                      id="llama.cpp-without-embeddings"),
+        pytest.param(500, {"error": {"message": "Llama model must be created with embedding=True to call this method",
+                                     "type": "internal_server_error"}}, id="llama-cpp-python-without-embedding"),
         pytest.param(404, {"error": {"message": "Not Found"}}, id="no-route"),
         pytest.param(400, {"object": "error", "message": "The model does not support Embeddings API",
                            "type": "BadRequestError", "code": 400}, id="vllm-generative-model"),
