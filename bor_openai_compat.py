@@ -305,8 +305,9 @@ class ChatResult:
     def json(self) -> Any:
         """Parse the answer text as JSON.
 
-        Whitespace and one Markdown code fence around it (```` ``` ```` or
-        ```` ```json ````) are ignored; the reasoning is not part of the text.
+        Whitespace and one Markdown code fence around it (three backticks,
+        optionally followed by ``json``) are ignored; the reasoning is not
+        part of the text.
 
         :raises InvalidResponse: the text is not JSON, or is nested too deeply.
         """
@@ -881,7 +882,9 @@ def tool_message(call: ToolCall | str, content: Any) -> dict:
 class _Call:
     """What a request needs to know about the call that made it."""
 
-    __slots__ = ("body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings")
+    __slots__ = (
+        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings"
+    )
 
     def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
         self.body = body
