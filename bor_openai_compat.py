@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import http.client
+import io
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ import re
 import socket
 import ssl
 import stat
+import struct
 import sys
 import threading
 import time
@@ -156,6 +158,9 @@ class OpenAICompatError(Exception):
 
     def __str__(self) -> str:
         text = self._describe()
+        hint = getattr(self, "hint", "")
+        if hint:
+            text += " " + hint
         partial = getattr(self, "partial", None)
         if partial is not None and partial.text:
             text += " (%d characters had arrived; they are in .partial)" % len(partial.text)
@@ -232,6 +237,8 @@ class APIError(OpenAICompatError):
     code: Any = None
     body: Any = None
     retry_after: float | None = None
+    #: What to do, when the call explains the error (appended to the message).
+    hint: str = ""
     #: Where the answer came from ("POST http://.../chat/completions", "the stream").
     where: str = ""
     base_url: str = ""
@@ -283,6 +290,8 @@ class EndpointNotFound(APIError):
     """The URL does not exist on the server, usually a base URL missing ``/v1``."""
 
     def _describe(self) -> str:
+        if self.where.endswith("/embeddings"):
+            return "The server serves no embeddings here (%s)." % self._what()
         text = "%s does not exist (%s). " % (self.where, self._what())
         if re.search(r"/v\d+\w*$", self.base_url):
             return text + "Check the base URL %r: it is the part before /chat/completions." % self.base_url
@@ -437,7 +446,7 @@ class ToolCall:
 class ChatResult:
     """A complete answer. ``str(result)`` is its text."""
 
-    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "model", "raw")
+    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "model", "raw", "logprobs")
 
     def __init__(
         self,
@@ -449,6 +458,7 @@ class ChatResult:
         usage: dict | None = None,
         model: str | None = None,
         raw: Any = None,
+        logprobs: list | None = None,
     ):
         self.text = text
         self.reasoning = reasoning
@@ -458,6 +468,9 @@ class ChatResult:
         self.model = model
         #: The decoded JSON answer (for a stream: one built from its chunks).
         self.raw = raw
+        #: The per-token entries of ``choices[0].logprobs.content`` when asked
+        #: for with ``logprobs=True`` (a stream's put together), else None.
+        self.logprobs = logprobs
 
     @property
     def message(self) -> dict:
@@ -465,6 +478,36 @@ class ChatResult:
         message = {"role": "assistant", "content": self.text}
         if self.tool_calls:
             message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        return message
+
+    def json(self) -> Any:
+        """Parse the answer text as JSON.
+
+        Whitespace and one Markdown code fence around it (three backticks,
+        optionally followed by ``json``) are ignored; the reasoning is not
+        part of the text.
+
+        :raises InvalidResponse: the text is not JSON, or is nested too deeply.
+        """
+        text = self.text.strip()
+        fenced = re.match(r"```(?:json)?[ \t]*\r?\n(.*?)\r?\n?```\Z", text, re.S | re.I)
+        if fenced:
+            text = fenced.group(1)
+        try:
+            return _loads(text)
+        except ValueError as exc:
+            raise InvalidResponse("the answer is not JSON (%s)" % exc, excerpt=self.text.strip()[:80] or "(empty)") from exc
+
+    def to_message(self, *, reasoning: bool = False) -> dict:
+        """The assistant message to append, with ``reasoning_content`` if asked.
+
+        DeepSeek's thinking mode with tools wants the reasoning back on the
+        next turn (it answers 400 "Missing `reasoning_content` field" without
+        it); other servers reject the field, so :attr:`message` leaves it out.
+        """
+        message = self.message
+        if reasoning:
+            message["reasoning_content"] = self.reasoning
         return message
 
     def __str__(self) -> str:
@@ -541,6 +584,9 @@ class Client:
         trust instead, or ``False`` not to check; it wins over the environment.
     :param pool_size: connections kept open per host, for threads sharing
         the client.
+    :param think_tags: where ``<think>`` reasoning written in the content is
+        split off: ``None`` when the content starts with ``<think>``, ``True``
+        also when only ``</think>`` comes, ``False`` never (also per call).
     :raises ConfigurationError: no base URL, one that is not http(s), or an
         option out of range.
     """
@@ -561,6 +607,7 @@ class Client:
         max_event_bytes: int = _DEFAULT_MAX_EVENT_BYTES,
         verify: bool | str = True,
         pool_size: int = _DEFAULT_POOL_SIZE,
+        think_tags: bool | None = None,
     ):
         self.base_url = _normalize_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
         self._api_key = _check_api_key(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
@@ -572,6 +619,7 @@ class Client:
         self.max_retries = _count("max_retries", max_retries, 0)
         self.max_image_bytes = _count("max_image_bytes", max_image_bytes, 1)
         self.max_event_bytes = _count("max_event_bytes", max_event_bytes, 1)
+        self.think_tags = _think_tags(think_tags)
         self.headers = {
             "User-Agent": _USER_AGENT,
             "Content-Type": "application/json",
@@ -662,6 +710,46 @@ class Client:
         limit = stream_timeout if stream_timeout is not None else self.stream_timeout
         return self._models(_Call(None, None, timeout=self._timeout(timeout), limit=_seconds("stream_timeout", limit, optional=True)))
 
+    def embed(
+        self,
+        inputs: str | list,
+        *,
+        model: str | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> list:
+        """Return the embedding vectors of texts, one per input, in input order.
+
+        :param inputs: a string or a list of strings.
+        :param params: go into the JSON payload as they are (``dimensions``,
+            ``encoding_format="base64"``: such vectors are decoded).
+        :raises EndpointNotFound: the server serves no embeddings (llama.cpp's
+            server needs ``--embeddings``).
+        """
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        elif not isinstance(inputs, (list, tuple)) or not all(isinstance(text, str) for text in inputs):
+            raise TypeError("inputs must be a string or a list of strings, not %r" % (inputs,))
+        model = model or self.model
+        if not model:
+            raise ConfigurationError(
+                "no model given: pass model= to Client() or to embed(), or set OPENAI_MODEL "
+                "(client.models() lists what %s serves)" % _safe_url(self.base_url)
+            )
+        if not inputs:
+            return []
+        _check_params(params)
+        payload = dict({"model": model, "input": list(inputs)}, **params)
+        call = _Call(_dumps(payload).encode("utf-8"), model, timeout=self._timeout(timeout), limit=self.stream_timeout)
+        call.embeddings = True
+        response = self._send("POST", "/embeddings", call)
+        body = _read_body(response, call, self.max_event_bytes)
+        data = _decode_json(response, body)
+        if _error_in(data):
+            where = "%s %s" % (response.request.method, _safe_url(response.url))
+            raise self._error(response.status_code, data, call, where)
+        return _embeddings(data, len(inputs), _safe_url(response.url))
+
     def close(self) -> None:
         """Close the HTTP session, unless it was the caller's."""
         if self._own_session:
@@ -686,6 +774,10 @@ class Client:
         return self.timeout if timeout is None else _seconds("timeout", timeout)
 
     def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
+        think_tags = _think_tags(params.pop("think_tags", self.think_tags))
+        schema = params.pop("schema", None)
+        if schema is not None:
+            params["response_format"] = _schema_format(schema, params)
         model = model or self.model
         if not model:
             raise ConfigurationError(
@@ -696,19 +788,11 @@ class Client:
             raise ConfigurationError(
                 "stream= is not a payload option here: client.stream() streams, client.chat() does not"
             )
-        for name, value in params.items():
-            try:
-                json.dumps(value, allow_nan=False)
-            except ValueError:
-                raise ConfigurationError(
-                    "the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name
-                ) from None
+        _check_params(params)
         if images is not None:
-            if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)) or hasattr(images, "read"):
-                images = [images]  # one image, not a sequence of characters
             images = [
                 image if isinstance(image, dict) else image_part(image, max_bytes=self.max_image_bytes)
-                for image in images
+                for image in _image_list(images)
             ]
         payload = build_chat_payload(messages, model=model, stream=stream, images=images, **params)
         del images
@@ -719,7 +803,7 @@ class Client:
         del payload  # now only `urls` holds the big image texts
         body = _splice(text, urls, mark)
         limit = stream_timeout if stream_timeout is not None else self.stream_timeout
-        return _Call(
+        call = _Call(
             body,
             model,
             stream=stream,
@@ -727,6 +811,9 @@ class Client:
             timeout=self._timeout(timeout),
             limit=_seconds("stream_timeout", limit, optional=True),
         )
+        call.think_tags = think_tags
+        call.schema = schema is not None
+        return call
 
     def _send(self, method, path, call):
         """Make a request, retrying what may be retried; return a 2xx response."""
@@ -846,6 +933,7 @@ class Client:
             "model": call.model,
             "retry_after": retry_after,
             "key_sent": bool(self._api_key),
+            "hint": _hint(cls, message[:_SCAN_LIMIT], call),
         }
         error = cls(**{name: value for name, value in fields.items() if hasattr(cls, name)})
         if cls is UnknownModel:
@@ -878,7 +966,7 @@ class Client:
             # LM Studio answers a wrong path with 200 {"error": "Unexpected endpoint..."}.
             where = "%s %s" % (response.request.method, _safe_url(response.url))
             raise self._error(response.status_code, data, call, where)
-        return _parse_completion(data, response)
+        return _parse_completion(data, response, call.think_tags)
 
     def _fill_models(self, error, call):
         """Add the served models and the closest name to an UnknownModel."""
@@ -903,7 +991,7 @@ class ChatStream:
     def __init__(self, client, response, call, chunks=None):
         self.response = response
         self.model = call.model
-        self._acc = _Accumulator(call.model)
+        self._acc = _Accumulator(call.model, call.think_tags)
         self._body = _Body(response, call, chunks)
         self._lock = threading.Lock()  # held while a thread is inside next()
         # The generator must not hold self: without a cycle, a stream that
@@ -980,7 +1068,7 @@ def build_chat_payload(
     else:
         raise TypeError("messages must be a string or a list of message dicts, not %s" % type(messages).__name__)
     if images is not None:
-        parts = [image if isinstance(image, dict) else image_part(image) for image in images]
+        parts = [image if isinstance(image, dict) else image_part(image) for image in _image_list(images)]
         for i in range(len(messages) - 1, -1, -1):
             if messages[i]["role"] == "user":
                 break
@@ -1004,16 +1092,19 @@ def image_data_url(
 ) -> str:
     """Return a ``data:`` URL with the image base64-encoded.
 
-    :param source: a path (``str`` or ``os.PathLike``), ``bytes``, or a binary
-        file object. An ``http(s)://`` or ``data:`` URL is returned unchanged.
+    :param source: a path (``str`` or ``os.PathLike``), ``bytes``, a binary
+        file object, or an image object with a ``save(fp, format=...)`` method
+        (a Pillow ``Image``). An ``http(s)://`` or ``data:`` URL is returned
+        unchanged.
     :param mime: the MIME type; by default taken from the bytes' signature,
-        then from the file name.
+        then from the file name. An image object is saved as PNG, or as
+        JPEG or WebP when ``mime`` asks for it.
     :param max_bytes: larger images are refused.
     :raises InvalidImage: the source cannot be read, is too big, or is not an image.
     """
     if isinstance(source, str) and source.startswith(("http://", "https://", "data:")):
         return source
-    data, name = _read_image(source, max_bytes)
+    data, name = _read_image(source, max_bytes, mime)
     mime = mime or _sniff_mime(data) or _mime_from_name(name)
     if not mime:
         raise InvalidImage(
@@ -1031,14 +1122,19 @@ def image_data_url(
 
 
 def image_part(
-    source: Any, *, detail: str | None = None, max_bytes: int = _DEFAULT_MAX_IMAGE_BYTES
+    source: Any,
+    *,
+    detail: str | None = None,
+    mime: str | None = None,
+    max_bytes: int = _DEFAULT_MAX_IMAGE_BYTES,
 ) -> dict:
     """Return an ``image_url`` content part for a message.
 
     :param source: anything :func:`image_data_url` takes.
     :param detail: ``"low"``, ``"high"`` or ``"auto"`` where the server knows it.
+    :param mime: as for :func:`image_data_url`.
     """
-    image_url = {"url": image_data_url(source, max_bytes=max_bytes)}
+    image_url = {"url": image_data_url(source, mime=mime, max_bytes=max_bytes)}
     if detail is not None:
         image_url["detail"] = detail
     return {"type": "image_url", "image_url": image_url}
@@ -1062,7 +1158,9 @@ def tool_message(call: ToolCall | str, content: Any) -> dict:
 class _Call:
     """What a request needs to know about the call that made it."""
 
-    __slots__ = ("body", "model", "stream", "images", "timeout", "limit", "deadline")
+    __slots__ = (
+        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings"
+    )
 
     def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
         self.body = body
@@ -1072,6 +1170,21 @@ class _Call:
         self.timeout = timeout  # seconds between bytes
         self.limit = limit  # seconds for the whole call, or None
         self.deadline = time.monotonic() + limit if limit is not None else None
+        self.think_tags = None  # how <think> in the content is split off
+        self.schema = False  # a JSON schema was sent in response_format
+        self.embeddings = False  # a POST /embeddings
+
+
+def _schema_format(schema, params):
+    """The ``response_format`` that asks for answers valid under a JSON schema."""
+    if not isinstance(schema, dict):
+        raise ConfigurationError("schema= must be a JSON schema dict, not %s" % type(schema).__name__)
+    if "response_format" in params:
+        raise ConfigurationError("pass schema= or response_format=, not both")
+    # OpenAI allows names of letters, digits, _ and - up to 64 characters.
+    title = schema.get("title")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", title)[:64] if isinstance(title, str) and title.strip() else "answer"
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 def _dumps(value):
@@ -1233,6 +1346,21 @@ def _proxy_name(proxy):
         return "(none set; a proxy in between)"
     host, port = _host_port(proxy if "://" in proxy else "http://" + proxy)
     return "%s:%s" % (host, port)
+
+
+def _check_params(params):
+    """Refuse payload values JSON cannot carry, before anything is sent."""
+    for name, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ConfigurationError("the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name) from None
+
+
+def _think_tags(value):
+    if value not in (None, True, False):
+        raise ConfigurationError("think_tags must be None, True or False, not %r" % (value,))
+    return value
 
 
 def _check_api_key(key):
@@ -1632,7 +1760,7 @@ def _mime_from_name(name):
     return _EXTENSIONS.get(ext.lower().rstrip("'\"")) if dot else None
 
 
-def _read_image(source, max_bytes):
+def _read_image(source, max_bytes, mime=None):
     """(bytes, a name for messages) of an image source, at most max_bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), "the image bytes (%d bytes)" % len(source)
@@ -1674,9 +1802,12 @@ def _read_image(source, max_bytes):
             size += len(piece)
         data = b"".join(pieces)
         del pieces
+    elif callable(getattr(source, "save", None)):
+        data, name = _saved_image(source, mime)
     else:
         raise InvalidImage(
-            "an image must be a path, bytes, a binary file or an http(s)/data URL, not %s"
+            "an image must be a path, bytes, a binary file, an image object with save() "
+            "or an http(s)/data URL, not %s"
             % type(source).__name__
         )
     if len(data) > max_bytes:
@@ -1686,8 +1817,49 @@ def _read_image(source, max_bytes):
     return data, name
 
 
+# The formats an image object is saved in, by the MIME type asked for.
+_SAVE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
+
+
+def _saved_image(image, mime):
+    """(bytes, name) of an object with ``save(fp, format=...)``, like a Pillow Image.
+
+    Pillow itself is not imported: anything that saves itself this way works.
+    """
+    kind = _SAVE_FORMATS.get((mime or "image/png").lower())
+    if kind is None:
+        raise InvalidImage(
+            "an image object is saved as image/png, image/jpeg or image/webp, not %s" % mime
+        )
+    size = getattr(image, "size", None)
+    name = "the %s image object%s" % (type(image).__name__, " (%sx%s)" % tuple(size) if
+                                      isinstance(size, tuple) and len(size) == 2 else "")
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=kind)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Pillow: "cannot write mode RGBA as JPEG" and the like.
+        raise InvalidImage("could not save %s as %s: %s" % (name, kind, exc)) from exc
+    return buffer.getvalue(), name
+
+
+def _image_list(images):
+    """``images=`` as a list: one path, bytes, file or image object is one image."""
+    if (
+        isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, dict))
+        or hasattr(images, "read")
+        or callable(getattr(images, "save", None))
+    ):
+        return [images]
+    return images
+
+
 def _too_big(name, size, limit):
-    return "the image %s is larger than max_image_bytes (%s > %d bytes); shrink it or raise the limit" % (
+    return (
+        "the image %s is larger than max_image_bytes (%s > %d bytes); downscale it (models see "
+        "about 1-2 megapixels at most; with Pillow: img.thumbnail((1568, 1568))), save it as "
+        "JPEG, or raise the limit"
+    ) % (
         name,
         "at least %d" % size if size == limit + 1 else size,
         limit,
@@ -1786,6 +1958,8 @@ def _error_class(status, message, code, kind, param, call):
         return UnknownModel
     if status in (401, 403) or kind in _AUTH_TYPES or code == "invalid_api_key":
         return AuthenticationError
+    if call.embeddings and (status in (404, 405, 501) or re.search(_EMBEDDINGS_OFF, message)):
+        return EndpointNotFound
     if call.stream and status in (400, 422) and re.search(_STREAM_REFUSED, message):
         return StreamingNotSupported
     if status == 404 or re.search(_ENDPOINT_MISSING, message):
@@ -1797,6 +1971,47 @@ def _error_class(status, message, code, kind, param, call):
     if status is not None and 400 <= status < 500 and status not in (408, 409):
         return BadRequest
     return APIError
+
+
+# DeepSeek: 400 "Missing `reasoning_content` field in the assistant message at
+# message index 2" (https://api-docs.deepseek.com/guides/thinking_mode#tool-calls).
+_REASONING_MISSING = r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missing|required)|missing\W{0,3}\s*reasoning_content"
+_SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
+
+
+# llama.cpp without --embeddings: 501 "This server does not support embeddings.
+# Start it with `--embeddings`"; llama-cpp-python without --embedding true: 500
+# "Llama model must be created with embedding=True to call this method"; vLLM
+# with a generative model: "does not support Embeddings API".
+_EMBEDDINGS_OFF = (
+    r"(?i)(not support|unsupported|not enabled).{0,20}embedding|embeddings? (api |are |is )?not "
+    r"(supported|enabled)|created with embedding=true"
+)
+
+
+def _hint(cls, message, call):
+    """What to do about an error that the features of the call explain, or ""."""
+    if call.embeddings:
+        if cls is EndpointNotFound:
+            return (
+                "llama.cpp's server needs --embeddings (and --pooling mean), llama-cpp-python's "
+                "--embedding true; Ollama and vLLM need an embedding model; a 404 may also mean "
+                "a base URL without /v1."
+            )
+        if re.search(r"(?i)pooling", message):
+            return "llama.cpp's server serves /v1/embeddings with --pooling mean (or cls, last), not none."
+    elif issubclass(cls, BadRequest) and re.search(_REASONING_MISSING, message):
+        return (
+            "This server wants the reasoning back in assistant messages: append "
+            "result.to_message(reasoning=True) instead of result.message."
+        )
+    elif call.schema and issubclass(cls, BadRequest) and re.search(_SCHEMA_REFUSED, message):
+        return (
+            "The server does not support JSON schemas in response_format (or not with "
+            'this model); try response_format={"type": "json_object"} instead of schema= '
+            '(llama.cpp and llama-cpp-python also accept a "schema" key in it).'
+        )
+    return ""
 
 
 def _closest(name, choices):
@@ -2157,9 +2372,10 @@ class _Accumulator:
     the result follows the lowest index seen, the others pass by as deltas.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, think_tags=None):
         self.model = model
         self.index = None  # the choice followed
+        self.splitter = None if think_tags is False else _ThinkSplitter(think_tags)
         self.texts = []
         self.reasonings = []
         self.calls = _ToolCalls()
@@ -2167,6 +2383,7 @@ class _Accumulator:
         self.usage = None
         self.chunks = 0
         self.first = None
+        self.logprobs = None
 
     def add(self, chunk):
         """Fold in one chunk (or a whole non-stream answer) and return its delta."""
@@ -2201,6 +2418,11 @@ class _Accumulator:
                     if self.index is not None and index > self.index:
                         return StreamDelta(text, reasoning, calls, finish, chunk.get("usage"), chunk, index)
                     self._follow(index)
+                if self.splitter is not None:
+                    text, reasoning = self._split(text, reasoning, finish)
+                logprobs = choice.get("logprobs")
+                if logprobs:
+                    self._add_logprobs(logprobs)
                 if text:
                     self.texts.append(text)
                 if reasoning:
@@ -2229,12 +2451,36 @@ class _Accumulator:
             log.debug("choice %d arrived after choice %d: following it", index, self.index)
         self.index = index
         self.texts, self.reasonings, self.calls, self.finish_reason = [], [], _ToolCalls(), None
+        if self.splitter is not None:
+            self.splitter = _ThinkSplitter(self.splitter.always)
+        self.logprobs = None
 
     def text(self):
         return "".join(self.texts)
 
+    def _add_logprobs(self, logprobs):
+        entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+        if entries:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(entries)
+
+    def _split(self, text, reasoning, finish):
+        """Move ``<think>`` reasoning out of a content delta (see _ThinkSplitter)."""
+        splitter = self.splitter
+        text, thought = splitter.feed(text)
+        if finish:  # the end of the answer: nothing can become a tag any more
+            held_text, held_thought = splitter.flush()
+            text, thought = text + held_text, thought + held_thought
+        if splitter.done:
+            self.splitter = None  # the rest is answer: later deltas cost nothing
+        return text, reasoning + thought if thought else reasoning
+
     def result(self):
         text, reasoning = self.text(), "".join(self.reasonings)
+        if self.splitter is not None:  # a stream that stopped inside a tag
+            held_text, held_reasoning = self.splitter.held_back()
+            text, reasoning = text + held_text, reasoning + held_reasoning
         calls = self.calls.result()
         message = {"role": "assistant", "content": text}
         if reasoning:
@@ -2250,6 +2496,8 @@ class _Accumulator:
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
             "usage": self.usage,
         }
+        if self.logprobs is not None:
+            raw["choices"][0]["logprobs"] = {"content": self.logprobs}
         return ChatResult(
             text,
             reasoning=reasoning,
@@ -2258,7 +2506,97 @@ class _Accumulator:
             usage=self.usage,
             model=self.model,
             raw=raw,
+            logprobs=self.logprobs,
         )
+
+
+_THINK_OPEN = "<think>"
+_THINK_CLOSE = "</think>"
+
+
+class _ThinkSplitter:
+    """Splits ``<think>...</think>`` reasoning off the start of the content.
+
+    Reasoning models write it there when the server has no reasoning parser
+    (vLLM without ``--reasoning-parser``, llama.cpp with ``--reasoning-format
+    none``, some LM Studio and Ollama set-ups). Only a tag at the start counts
+    (after whitespace); with ``always`` (``think_tags=True``) the reasoning is
+    taken as open from the start, for templates that put ``<think>`` in the
+    prompt, and ends at ``</think>``. Tags may arrive cut at any character, so
+    text is held back while it may still be the start of a tag (at most a
+    tag's length, besides leading whitespace); once the answer's first
+    character is out, the splitter is done and the rest passes untouched.
+    Leading whitespace of the reasoning and of the answer is dropped.
+    """
+
+    __slots__ = ("always", "state", "held", "done")
+
+    # States: before any visible character; at the start of the reasoning;
+    # in the reasoning; after </think>, before the answer's first character.
+    START, THINK_START, THINK, ANSWER_START = range(4)
+
+    def __init__(self, always):
+        self.always = bool(always)
+        self.state = self.START
+        self.held = ""
+        self.done = False
+
+    def feed(self, text):
+        """(answer text, reasoning) of one content delta."""
+        if self.held:
+            text, self.held = self.held + text, ""
+        if not text:
+            return "", ""
+        state = self.state
+        if state == self.START:
+            visible = text.lstrip()
+            if visible.startswith(_THINK_OPEN):
+                text, state = visible[len(_THINK_OPEN):], self.THINK_START
+            elif not visible or _THINK_OPEN.startswith(visible):  # "", "<", "<th"...
+                self.held = text
+                return "", ""
+            elif self.always:
+                text, state = visible, self.THINK_START
+            else:
+                self.done = True  # no tag: the content is all answer, untouched
+                return text, ""
+        reasoning = ""
+        if state == self.THINK_START:
+            text = text.lstrip()
+            if not text:
+                self.state = state
+                return "", ""
+            state = self.THINK
+        if state == self.THINK:
+            end = text.find(_THINK_CLOSE)
+            if end < 0:
+                # Hold back a tail that may be the start of "</think>".
+                cut = text.rfind("<", max(0, len(text) - len(_THINK_CLOSE) + 1))
+                if cut >= 0 and _THINK_CLOSE.startswith(text[cut:]):
+                    text, self.held = text[:cut], text[cut:]
+                self.state = state
+                return "", text
+            reasoning, text = text[:end], text[end + len(_THINK_CLOSE):]
+        text = text.lstrip()  # state is ANSWER_START here
+        self.state = self.ANSWER_START
+        if text:
+            self.done = True
+        return text, reasoning
+
+    def held_back(self):
+        """(answer text, reasoning) of what is held, were the content to end now."""
+        if not self.held:
+            return "", ""
+        if self.state == self.START and not self.always:
+            return self.held, ""  # "<thi" and no more: it was answer after all
+        return "", self.held.lstrip() if self.state == self.START else self.held
+
+    def flush(self):
+        """Release what is held at the end of the answer."""
+        held = self.held_back()
+        self.held = ""
+        self.done = True
+        return held
 
 
 class _ToolCalls:
@@ -2301,6 +2639,32 @@ class _ToolCalls:
         return [ToolCall(c[0], c[2], "".join(c[3]), c[1]) for c in self.calls]
 
 
+def _embeddings(data, count, url):
+    """The vectors of an /embeddings answer, in input order."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != count:
+        raise InvalidResponse(
+            "%s answered without %d embedding%s in 'data'" % (url, count, "" if count == 1 else "s"),
+            excerpt=_json_text(data),
+        )
+    try:
+        items = sorted(items, key=lambda item: item["index"]) if all("index" in i for i in items) else items
+        vectors = []
+        for item in items:
+            vector = item["embedding"]
+            if isinstance(vector, str):  # encoding_format="base64": float32, little-endian
+                raw = base64.b64decode(vector)
+                vector = list(struct.unpack("<%df" % (len(raw) // 4), raw))
+            elif not isinstance(vector, list):
+                raise TypeError("an embedding is a %s" % type(vector).__name__)
+            vectors.append(vector)
+    except (TypeError, LookupError, ValueError, struct.error) as exc:
+        raise InvalidResponse(
+            "%s answered with embeddings of an unexpected shape (%s)" % (url, exc), excerpt=_json_text(data)
+        ) from exc
+    return vectors
+
+
 def _error_in(data):
     """Whether a 200 body or a stream chunk is an error report.
 
@@ -2330,7 +2694,7 @@ def _json_text(value):
         return "(a JSON %s nested too deeply to show)" % type(value).__name__
 
 
-def _parse_completion(data, response):
+def _parse_completion(data, response, think_tags=None):
     """A ChatResult from the JSON of a non-stream answer.
 
     The answer is read as one chunk whose choice has a whole ``message``, so
@@ -2343,7 +2707,7 @@ def _parse_completion(data, response):
             % (_safe_url(response.url), response.status_code),
             excerpt=_json_text(data),
         )
-    acc = _Accumulator(None)
+    acc = _Accumulator(None, think_tags)
     acc.add(data)
     result = acc.result()
     result.raw = data

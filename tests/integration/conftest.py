@@ -180,3 +180,80 @@ def litellm_server(tmp_path_factory):
     )
     yield server.wait_ready("/models", 120)
     server.stop()
+
+
+LITELLM_EMBED_CONFIG = """\
+model_list:
+  - model_name: mock-embed
+    litellm_params:
+      model: openai/mock-embed
+      api_key: unused
+      mock_response: [0.25, -0.5, 1.0]
+general_settings:
+  master_key: %s
+""" % LITELLM_KEY
+
+
+@pytest.fixture(scope="session")
+def litellm_embedding_server(tmp_path_factory):
+    """The LiteLLM proxy serving a mocked embedding model (a proxy of its own,
+    so that the chat tests' model list stays as it is)."""
+    exe = shutil.which("litellm") or shutil.which("litellm", path=os.path.dirname(sys.executable))
+    if not exe:
+        missing("the LiteLLM proxy is not installed (pip install '.[integration]')")
+    folder = tmp_path_factory.mktemp("litellm-embed")
+    (folder / "config.yaml").write_text(LITELLM_EMBED_CONFIG)
+    port = free_port()
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    server = Server(
+        "LiteLLM proxy (embeddings)",
+        [exe, "--config", str(folder / "config.yaml"), "--host", "127.0.0.1", "--port", str(port)],
+        "http://127.0.0.1:%d/v1" % port, LITELLM_KEY, folder / "server.log", env=env, cwd=str(folder),
+    )
+    yield server.wait_ready("/models", 120)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_embedding_server(tiny_models, tmp_path_factory):
+    """llama-server with embeddings on (the OpenAI route refuses pooling 'none')."""
+    binary = llama_server_binary()
+    if not binary:
+        missing("llama-server is not built (run .ci/build-llama-server)")
+    port = free_port()
+    server = Server(
+        "llama-server (embeddings)",
+        [binary, "-m", str(tiny_models / "tiny-chat.gguf"), "--embeddings", "--pooling", "mean",
+         "--host", "127.0.0.1", "--port", str(port), "--no-webui", "-c", "512", "-t", "1", "-np", "1"],
+        "http://127.0.0.1:%d/v1" % port, "", tmp_path_factory.mktemp("llama-embed") / "server.log",
+    )
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_plain_server(tmp_path_factory):
+    """llama-server with a tiny model whose tokenizer adds no leading space.
+
+    llama.cpp prefills a response_format grammar with the tokens of the
+    template's generation prompt; the usual tiny model's tokenizer puts a "▁"
+    after <|im_start|>, which that grammar does not allow.
+    """
+    binary = llama_server_binary()
+    if not binary:
+        missing("llama-server is not built (run .ci/build-llama-server)")
+    try:
+        from tinymodel import write_model
+    except ImportError as exc:
+        missing("the model writer needs %s (pip install '.[integration]')" % exc.name)
+    folder = tmp_path_factory.mktemp("llama-plain")
+    write_model(folder / "tiny-plain.gguf", seed=1, space_prefix=False)
+    port = free_port()
+    server = Server(
+        "llama-server (no space prefix)",
+        [binary, "-m", str(folder / "tiny-plain.gguf"), "--host", "127.0.0.1", "--port", str(port),
+         "--no-webui", "-c", "2048", "-t", "1", "-np", "1"],
+        "http://127.0.0.1:%d/v1" % port, "", folder / "server.log",
+    )
+    yield server.wait_ready("/models", 60)
+    server.stop()

@@ -21,7 +21,7 @@ CHATML = (
 SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 
 
-def write_model(path, *, seed=0, n_embd=64, n_layer=2, n_head=4, n_ff=128, n_ctx=512):
+def write_model(path, *, seed=0, n_embd=64, n_layer=2, n_head=4, n_ff=128, n_ctx=512, space_prefix=True):
     rng = np.random.default_rng(seed)
     tokens = SPECIAL + ["<0x%02X>" % b for b in range(256)]
     types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * 4 + [gguf.TokenType.BYTE] * 256
@@ -47,6 +47,10 @@ def write_model(path, *, seed=0, n_embd=64, n_layer=2, n_head=4, n_ff=128, n_ctx
     w.add_bos_token_id(1)
     w.add_eos_token_id(4)  # <|im_end|>
     w.add_add_bos_token(False)
+    if not space_prefix:
+        # Without it, text after a special token is not given a leading "▁":
+        # llama.cpp's grammars for response_format need that (see test_features.py).
+        w.add_add_space_prefix(False)
     w.add_chat_template(CHATML)
 
     def rand(*shape, scale=0.02):
