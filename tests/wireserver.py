@@ -52,6 +52,7 @@ class WireServer:
         self.errors = []
         self.release = threading.Event()  # handlers that wait, wait for this
         self._active = 0
+        self._conns = set()
         self._lock = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -66,6 +67,13 @@ class WireServer:
             pass
         self._thread.join(5)
         self.sock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:  # a connection the client keeps in its pool
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.wait_idle(5)
 
     def wait_idle(self, timeout=5.0):
@@ -86,6 +94,7 @@ class WireServer:
             with self._lock:
                 self.accepts += 1
                 self._active += 1
+                self._conns.add(conn)
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn):
@@ -96,7 +105,8 @@ class WireServer:
                 while True:  # keep-alive: several requests per connection
                     request = reader.request()
                     if request is None:
-                        self.client_hung_up()
+                        if not self._stop:
+                            self.client_hung_up()
                         return
                     with self._lock:
                         self.requests.append(request)
@@ -107,6 +117,7 @@ class WireServer:
         finally:
             with self._lock:
                 self._active -= 1
+                self._conns.discard(conn)
                 self._lock.notify_all()
 
 
