@@ -164,19 +164,35 @@ def events(n, prefix="t"):
 
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "close-delimited"])
 def test_tokens_arrive_as_they_are_sent(fault_server, chunked):
-    delay = 0.25
-    fault_server.script(fs.stream(events(4), delay=delay, chunked=chunked))
+    # Causal, not timed: event i+1 is sent only once the caller has seen
+    # delta i. A client that holds an event back until more bytes come makes
+    # the server wait; after a bound the lateness is recorded.
+    pieces = events(4)
+    seen = [threading.Event() for _ in pieces[:-1]]
+    late = []
+
+    def script(conn, request):
+        conn.sendall(fs.head(200, "text/event-stream", chunked=chunked))
+        for i, piece in enumerate(pieces):
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if i < len(seen) and not late and not seen[i].wait(10):
+                late.append(i)
+        if chunked:
+            conn.sendall(b"0\r\n\r\n")
+            return True
+        return False
+
+    fault_server.script(script)
     client = boc.Client(fault_server.url, model="m")
-    start = time.monotonic()
-    arrivals = []
+    texts = []
     with client.stream("Hi") as stream:
         for delta in stream:
             if delta.text:
-                arrivals.append(time.monotonic() - start)
-    assert stream.result.text == "t0 t1 t2 t3 "
-    # Event i is sent at about (i + 1) * delay; it must not wait for the rest.
-    for i, t in enumerate(arrivals):
-        assert t < (i + 1) * delay + 0.3, arrivals
+                seen[len(texts)].set()
+                texts.append(delta.text)
+    assert late == [], "delta %d reached the caller only after the next event was sent" % late[0]
+    assert texts == ["t0 ", "t1 ", "t2 ", "t3 "]
+    assert stream.result.text == "t0 t1 t2 t3 " and stream.result.finish_reason == "stop"
 
 
 def test_breaking_out_early_releases_the_connection(fault_server):

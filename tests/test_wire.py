@@ -1,0 +1,297 @@
+"""The wire: compressed bodies in every framing, 1xx answers, connection reuse, threads.
+
+Every test here talks to a real socket (:mod:`wireserver`), because these are
+things ``responses`` cannot show: how a body is framed and encoded, how many
+TCP connections a client opens, and what happens to them.
+"""
+import json
+import select
+import threading
+import time
+
+import pytest
+
+import bor_openai_compat as boc
+import wireserver as ws
+from helpers import chunk, completion, sse, text_stream
+
+MODELS = {"object": "list", "data": [{"id": "m1", "object": "model"}, {"id": "m2", "object": "model"}]}
+
+
+@pytest.fixture
+def server():
+    server = ws.WireServer()
+    yield server
+    server.close()
+
+
+def client_for(server, **options):
+    options.setdefault("max_retries", 0)
+    return boc.Client(server.url, model="m1", **options)
+
+
+def sse_events(*texts, finish="stop"):
+    """A stream as one piece per event (so a compressor flushes per event)."""
+    return [sse(chunk(t), done=False) for t in texts] + [sse(chunk(finish=finish))]
+
+
+# -- Compressed bodies in every framing --------------------------------------
+#
+# Each endpoint: what the server answers (status, body pieces, content type)
+# and what the client must make of it.
+
+
+def _chat(client):
+    assert client.chat("Hi").text == "Bonjour"
+
+
+def _stream(client):
+    with client.stream("Hi") as stream:
+        texts = [d.text for d in stream]
+    assert "".join(texts) == "Bon jour" and stream.result.finish_reason == "stop"
+
+
+def _models(client):
+    assert client.models() == ["m1", "m2"]
+
+
+def _server_error(client):
+    with pytest.raises(boc.ServerError, match="the GPU caught fire"):
+        client.chat("Hi")
+
+
+def _stream_server_error(client):
+    with pytest.raises(boc.ServerError, match="the GPU caught fire"):
+        client.stream("Hi")
+
+
+def _unknown_model(client):
+    with pytest.raises(boc.UnknownModel, match="does not exist") as info:
+        client.chat("Hi", model="nope")
+    assert info.value.available == ["m1", "m2"]  # GET /models, compressed too
+
+
+FIRE = {"error": {"message": "the GPU caught fire", "type": "server_error"}}
+MISSING = {"error": {"message": "The model `nope` does not exist", "code": "model_not_found"}}
+
+ENDPOINTS = {
+    # name: (what the server answers POST /chat/completions with, check)
+    "chat": ((200, [json.dumps(completion("Bonjour")).encode()], "application/json"), _chat),
+    "stream": ((200, sse_events("Bon ", "jour"), "text/event-stream"), _stream),
+    "models": (None, _models),
+    "error-500": ((500, [json.dumps(FIRE).encode()], "application/json"), _server_error),
+    "stream-error-500": ((500, [json.dumps(FIRE).encode()], "application/json"), _stream_server_error),
+    "error-404-unknown-model": ((404, [json.dumps(MISSING).encode()], "application/json"), _unknown_model),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+@pytest.mark.parametrize("encoding", ws.ENCODINGS)
+@pytest.mark.parametrize("framing", ws.FRAMINGS)
+def test_compressed_bodies_decode_in_every_framing(server, framing, encoding, endpoint):
+    answer, check = ENDPOINTS[endpoint]
+
+    def handler(conn, request):
+        if request.path.endswith("/models"):
+            return ws.send(conn, 200, [json.dumps(MODELS).encode()], framing=framing, encoding=encoding)
+        status, pieces, ctype = answer
+        if len(pieces) == 1:  # a body in several pieces, cut inside the compressed data
+            middle = len(pieces[0]) // 2
+            pieces = [pieces[0][:middle], pieces[0][middle:]]
+        return ws.send(conn, status, pieces, framing=framing, ctype=ctype, encoding=encoding)
+
+    server.handler = handler
+    with client_for(server) as client:
+        check(client)
+
+
+@pytest.mark.parametrize("call", ["chat", "stream", "models"])
+def test_only_gzip_and_deflate_are_advertised(server, call):
+    def handler(conn, request):
+        if request.path.endswith("/models"):
+            return ws.send(conn, 200, MODELS, framing="length")
+        return ws.send(conn, 200, [text_stream("x")], framing="length", ctype="text/event-stream")
+
+    server.handler = handler
+    with client_for(server) as client:
+        if call == "models":
+            client.models()
+        else:
+            getattr(client, call)("Hi")
+    header = server.requests[0].headers.get("accept-encoding", "")
+    assert "br" not in header.lower()
+    assert {token.split(";")[0].strip().lower() for token in header.split(",")} == {"gzip", "deflate"}, header
+
+
+# -- 1xx interim answers -------------------------------------------------------
+
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+
+
+@pytest.mark.parametrize("first", ["chat", "stream"])
+def test_an_interim_103_is_not_the_answer_and_does_not_cross_calls(server, first):
+    def handler(conn, request):
+        text = request.json()["messages"][-1]["content"]
+        if text == "A":
+            conn.sendall(EARLY_HINTS)
+            # The real answer takes a while: until the client hangs up, or
+            # sends its next request on this connection.
+            select.select([conn], [], [], 5)
+        if request.json().get("stream"):
+            return ws.send(conn, 200, [text_stream("answer " + text)], framing="length", ctype="text/event-stream")
+        return ws.send(conn, 200, completion("answer " + text), framing="length")
+
+    server.handler = handler
+    with client_for(server, max_retries=2) as client:
+        with pytest.raises(boc.InvalidResponse, match="103"):
+            if first == "chat":
+                client.chat("A")
+            else:
+                client.stream("A").result
+        assert client.chat("B").text == "answer B"
+    assert len(server.requests) == 2, "the call with a 103 was retried"
+    assert server.accepts == 2, "the connection that sent the 103 was used again"
+
+
+# -- OpenAI's refusal of stream=true -----------------------------------------
+
+
+def test_openai_unsupported_value_for_stream_is_streaming_not_supported(server):
+    refusal = {
+        "error": {
+            "message": "Unsupported value: 'stream' does not support true with this model. "
+            "Supported values are: false.",
+            "type": "invalid_request_error",
+            "param": "stream",
+            "code": "unsupported_value",
+        }
+    }
+    server.handler = lambda conn, request: ws.send(conn, 400, refusal, framing="length")
+    with client_for(server) as client:
+        with pytest.raises(boc.StreamingNotSupported, match="does not support true with this model"):
+            client.stream("Hi")
+
+
+# -- Connection reuse ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_streams_read_to_the_end_share_one_connection(server, framing):
+    def handler(conn, request):
+        return ws.send(conn, 200, sse_events("a", "b"), framing=framing, ctype="text/event-stream")
+
+    server.handler = handler
+    with client_for(server) as client:
+        for i in range(20):
+            with client.stream("Hi") as stream:
+                assert [d.text for d in stream][:2] == ["a", "b"], "stream %d" % i
+            assert stream.result.text == "ab"
+    assert len(server.requests) == 20
+    assert server.accepts == 1
+
+
+@pytest.mark.parametrize("leave", ["with", "close", "drop"])
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_streams_left_early_close_their_connection(server, framing, leave):
+    first = sse(chunk("a"), done=False)
+    rest = b"".join(sse_events("b", "c")) + b"data: [DONE]\n\n"
+
+    def handler(conn, request):
+        length = len(first) + len(rest)
+        conn.sendall(ws.head(200, framing=framing, length=length, ctype="text/event-stream"))
+        conn.sendall(ws.chunk_frame(first) if framing == "chunked" else first)
+        if ws.wait_closed(conn, 5, server.release):  # the rest never goes
+            server.client_hung_up()
+        return False
+
+    server.handler = handler
+    client = client_for(server)
+    before = ws.open_fds()
+    for _ in range(20):
+        if leave == "with":
+            with client.stream("Hi") as stream:
+                for delta in stream:
+                    break
+        else:
+            stream = client.stream("Hi")
+            for delta in stream:
+                break
+            if leave == "close":
+                stream.close()
+            del stream, delta
+    assert server.wait_idle(10)
+    client.close()
+    assert server.accepts == 20
+    assert server.closed_by_client == 20, "the client left connections open"
+    assert ws.open_fds() <= before
+
+
+def test_done_on_a_chunked_body_that_stays_open_does_not_hang(server):
+    def handler(conn, request):
+        conn.sendall(ws.head(200, framing="chunked", ctype="text/event-stream"))
+        conn.sendall(ws.chunk_frame(text_stream("a", "b")))
+        server.release.wait(30)  # the terminating chunk never comes
+        return False
+
+    server.handler = handler
+    outcome = []
+
+    def read():
+        try:
+            with client_for(server, timeout=60) as client:
+                with client.stream("Hi") as stream:
+                    outcome.append([d.text for d in stream])
+                outcome.append(stream.result.text)
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "the stream hung after [DONE]"
+    assert outcome[-1] == "ab", outcome
+
+
+# -- Closing from another thread -----------------------------------------------
+
+
+def test_close_from_another_thread_ends_the_loop_quietly(server):
+    seen_close = threading.Event()
+
+    def handler(conn, request):
+        conn.sendall(ws.head(200, framing="chunked", ctype="text/event-stream"))
+        conn.sendall(ws.chunk_frame(sse(chunk("first"), done=False)))
+        if ws.wait_closed(conn, 30, server.release):
+            seen_close.set()
+        return False
+
+    server.handler = handler
+    client = client_for(server)
+    before = ws.open_fds()
+    stream = client.stream("Hi")
+    got_one = threading.Event()
+    texts, errors = [], []
+
+    def read():
+        try:
+            for delta in stream:
+                texts.append(delta.text)
+                got_one.set()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert got_one.wait(5), "the first delta never arrived"
+    time.sleep(0.05)  # let the reader block on the socket again
+    stream.close()
+    reader.join(5)
+    assert not reader.is_alive(), "close() did not stop the reading thread"
+    assert errors == []
+    assert texts == ["first"]
+    assert stream.result.text == "first" and stream.result.finish_reason is None
+    assert seen_close.wait(5), "the server never saw the connection close"
+    assert server.wait_idle(5)
+    client.close()
+    assert ws.open_fds() <= before
