@@ -1,6 +1,10 @@
-"""Shared helpers for the tests: canned bodies in the shapes servers send."""
+"""Shared helpers for the tests: canned bodies in the shapes servers send,
+a stream reader fed exact byte chunks, and a way to time a call."""
 import json
 import socket
+import time
+
+import bor_openai_compat as boc
 
 BASE = "http://api.test/v1"
 URL = BASE + "/chat/completions"
@@ -52,3 +56,43 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def events(*texts, finish="stop", done=True):
+    """SSE events as separate pieces: one per text, then finish, then [DONE]."""
+    out = [sse(chunk(t), done=False) for t in texts]
+    if finish:
+        out.append(sse(chunk(finish=finish), done=False))
+    if done:
+        out.append(b"data: [DONE]\n\n")
+    return out
+
+
+class _Response:
+    url = "http://api.test/v1/chat/completions"
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def feed(chunks, client=None):
+    """A ChatStream reading the given byte chunks, exactly as split."""
+    client = client or boc.Client("http://api.test/v1", model="m")
+    call = boc._Call(None, "m", stream=True)
+    return boc.ChatStream(client, _Response(), call, chunks=iter(chunks))
+
+
+def run(call):
+    """Call, and return (exception or result, seconds taken)."""
+    start = time.monotonic()
+    try:
+        outcome = call()
+    except boc.OpenAICompatError as exc:
+        outcome = exc
+    return outcome, time.monotonic() - start
+
+
+def consume(client, *args, **kwargs):
+    """A call that streams "Hi" (or the given messages) to the end."""
+    return lambda: client.stream(*(args or ("Hi",)), **kwargs).result
