@@ -1,8 +1,11 @@
 """Shared helpers for the tests: canned bodies in the shapes servers send,
 a stream reader fed exact byte chunks, and a way to time a call."""
+import contextlib
 import json
+import signal
 import socket
 import time
+import tracemalloc
 
 import bor_openai_compat as boc
 
@@ -96,3 +99,59 @@ def run(call):
 def consume(client, *args, **kwargs):
     """A call that streams "Hi" (or the given messages) to the end."""
     return lambda: client.stream(*(args or ("Hi",)), **kwargs).result
+
+
+def visible(error, records=()):
+    """Everything of an error that a user, a program or a log can see, as one text."""
+    seen = [str(error), repr(error)]
+    for name in ("message", "body", "code", "result", "partial", "available", "suggestion"):
+        seen.append(repr(getattr(error, name, None)))
+    partial = getattr(error, "partial", None)
+    if partial is not None:
+        seen += [partial.text, repr(partial.raw)]
+    seen += [record.getMessage() for record in records]
+    return "\n".join(seen)
+
+
+def assert_hidden(secret, text):
+    """Fail, showing where, if ``secret`` is in ``text``."""
+    at = text.find(secret)
+    assert at < 0, "the secret shows here: ...%s..." % text[max(0, at - 100):at + 60]
+
+
+class TookTooLong(BaseException):
+    """Raised into a call that runs past its wall-clock guard (not an Exception,
+    so no ``except Exception`` in the library swallows it)."""
+
+
+@contextlib.contextmanager
+def bounded(cpu=2.0, wall=10.0):
+    """Fail if the block uses more than ``cpu`` seconds of CPU; stop it after
+    ``wall`` seconds, so a minutes-long regex fails in seconds (the regex
+    engine checks for signals as it runs)."""
+
+    def stop(signum, frame):
+        raise TookTooLong("still running after %ss" % wall)
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, wall)
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    used = time.process_time() - start
+    assert used < cpu, "took %.1fs of CPU" % used
+
+
+@contextlib.contextmanager
+def peak_memory():
+    """Trace allocations in the block; ``box["peak"]`` is the peak in bytes."""
+    box = {}
+    tracemalloc.start()
+    try:
+        yield box
+    finally:
+        box["peak"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()

@@ -22,7 +22,8 @@ def answer(body=b"", *, status=200, reason="X", status_line=None, headers=(), ct
         (sent piece by piece, lazily), or a function of the Request giving any
         of these (to echo the request back).
     :param status_line: the whole first line, instead of ``HTTP/1.1 <status> <reason>``.
-    :param headers: extra header lines, as written (``"Name: value"``).
+    :param headers: extra header lines, as written (``"Name: value"``), or a
+        function of the Request giving them.
     :param ctype: the Content-Type, or None for none.
     :param framing: ``"length"`` (Content-Length of the whole body),
         ``"chunked"`` (one HTTP chunk per piece), ``"close"`` (the body ends
@@ -52,7 +53,7 @@ def answer(body=b"", *, status=200, reason="X", status_line=None, headers=(), ct
             pieces = _chunked(pieces)
         elif framing == "close":
             lines.append("Connection: close")
-        lines.extend(headers)
+        lines.extend(headers(request) if callable(headers) else headers)
         head = "\r\n".join(lines).encode("latin-1", "replace") + b"\r\n\r\n"
         conn.sendall(head)
         for piece in pieces:
