@@ -46,8 +46,8 @@ def answer(body=b"", *, status=200, reason="X", status_line=None, headers=(), ct
         if encoding or declare:
             lines.append("Content-Encoding: " + (declare or ("deflate" if "deflate" in encoding else encoding)))
         if framing == "length":
-            pieces = [b"".join(pieces)]
-            lines.append("Content-Length: %d" % len(pieces[0]))
+            pieces = list(pieces)
+            lines.append("Content-Length: %d" % sum(len(p) for p in pieces))
         elif framing == "chunked":
             lines.append("Transfer-Encoding: chunked")
             pieces = _chunked(pieces)
