@@ -77,7 +77,7 @@ def repeated(piece, size=MiB):
 
 
 REGEX_BODIES = [
-    pytest.param("chat", 500, "application/json", b'{"error": {"message": "{' + repeated(b"'message': '") + b'"}}',
+    pytest.param("chat", 500, "application/json", b'{"error": {"message": "{' + repeated(b"'message': '", MiB - 64) + b'"}}',
                  boc.ServerError, id="python-repr-message"),
     pytest.param("chat", 502, "text/html", b"<html>" + repeated(b"<title>"), boc.ServerError, id="html-title"),
     pytest.param("chat", 502, "text/html", b"<html>" + repeated(b"<h1>"), boc.ServerError, id="html-h1"),
