@@ -863,7 +863,10 @@ class Client:
                     auth=_as_given if self._api_key else None,
                 )
             except _REQUEST_ERRORS as exc:
-                raise _network_error(exc, url, connect, read, self._proxy_for(url)) from exc
+                error = _network_error(exc, url, connect, read, self._proxy_for(url))
+                if isinstance(error, Timeout) and call.deadline is not None and time.monotonic() >= call.deadline - 0.01:
+                    error = Timeout("the call took longer than stream_timeout=%ss (%s)" % (call.limit, error.detail))
+                raise error from exc
             if not response.is_redirect:
                 break
             url, headers = _redirect(response, method, url, headers, seen)
@@ -1277,8 +1280,10 @@ def _normalize_base_url(url):
     try:
         parts = urllib3.util.parse_url(url)
         port = parts.port
-    except (ValueError, urllib3.exceptions.HTTPError) as exc:
-        raise ConfigurationError("the base URL %r is not a valid URL (%s)" % (_safe_url(url), type(exc).__name__)) from None
+    except (ValueError, urllib3.exceptions.HTTPError):
+        raise ConfigurationError(
+            "the base URL %r is not a valid URL: check its host and its port (1-65535)" % _safe_url(url)
+        ) from None
     host = parts.host or ""
     if not host or not re.match(r"^(\[[0-9A-Fa-f:.]+\]|[^\s\[\]/\\@]+)$", host):
         raise ConfigurationError("the base URL %r has no valid host name" % _safe_url(url))
@@ -1878,12 +1883,12 @@ _MODEL_MISSING = (
     r"is not served|not loaded|unknown)|\b(invalid|unknown|no such|unsupported) model\b"
 )
 _VISION_REFUSED = (
-    r"(?is)(image|vision|multi-?modal)\w*.{0,80}?(not supported|unsupported|not enabled|"
+    r"(?is)(image|vision|multi-?modal)\w{0,20}.{0,80}?(not supported|unsupported|not enabled|"
     r"not allowed|not available)|(not|n't) (support|accept)\w* (image|vision|multi-?modal)|"
     r"not a multi-?modal model|mmproj"
 )
 _STREAM_REFUSED = (
-    r"(?is)\bstream\w*\b.{0,80}?(not supported|unsupported|not allowed|not permitted|"
+    r"(?is)\bstream\w{0,20}\b.{0,80}?(not supported|unsupported|not allowed|not permitted|"
     r"unrecognized|extra (fields|inputs)|unexpected)|(unrecognized|unknown|unexpected)\b.{0,40}\bstream\b"
 )
 _ENDPOINT_MISSING = r"(?i)unexpected endpoint|no route|page not found|^not found$"

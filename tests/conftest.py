@@ -41,3 +41,14 @@ def _fault_server():
 def fault_server(_fault_server):
     _fault_server.script()
     return _fault_server
+
+
+@pytest.fixture
+def make_client(fault_server, fast_retries):
+    """Clients of the fault server, with the canary key and quick retries."""
+
+    def make(**kwargs):
+        kwargs.setdefault("max_retries", 2)
+        return boc.Client(fault_server.url, api_key=CANARY_KEY, model="m", **kwargs)
+
+    return make

@@ -8,8 +8,7 @@ import json
 import pytest
 
 import bor_openai_compat as boc
-from helpers import BASE, URL, completion
-from test_streaming import feed
+from helpers import BASE, URL, completion, feed
 
 
 def ev(obj):

@@ -1,12 +1,11 @@
 """Error answers become typed exceptions with messages that say what to fix."""
-import socket
 import time
 
 import pytest
 import requests
 
 import bor_openai_compat as boc
-from helpers import BASE, CANARY_KEY, URL, completion, sse, chunk
+from helpers import BASE, CANARY_KEY, URL, chunk, completion, free_port, sse
 
 E = boc
 
@@ -208,14 +207,8 @@ def test_retry_after_as_http_date():
     assert 25 < value <= 31
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_refused_loopback_fails_at_once_without_retries():
-    port = _free_port()
+    port = free_port()
     client = boc.Client("http://127.0.0.1:%d/v1" % port, model="m", max_retries=5)
     start = time.monotonic()
     with pytest.raises(boc.ConnectionRefused) as info:

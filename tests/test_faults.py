@@ -13,39 +13,7 @@ import pytest
 
 import bor_openai_compat as boc
 import faultserver as fs
-from helpers import CANARY_KEY, chunk, completion, free_port, sse
-
-
-def events(*texts, finish="stop", done=True):
-    out = [sse(chunk(t), done=False) for t in texts]
-    if finish:
-        out.append(sse(chunk(finish=finish), done=False))
-    if done:
-        out.append(b"data: [DONE]\n\n")
-    return out
-
-
-@pytest.fixture
-def make_client(fault_server, fast_retries):
-    def make(**kwargs):
-        kwargs.setdefault("max_retries", 2)
-        return boc.Client(fault_server.url, api_key=CANARY_KEY, model="m", **kwargs)
-
-    return make
-
-
-def run(call):
-    """Call, and return (exception or result, seconds taken)."""
-    start = time.monotonic()
-    try:
-        outcome = call()
-    except boc.OpenAICompatError as exc:
-        outcome = exc
-    return outcome, time.monotonic() - start
-
-
-def consume(client, **kwargs):
-    return lambda: client.stream("Hi", **kwargs).result
+from helpers import CANARY_KEY, chunk, completion, consume, events, free_port, run, sse
 
 
 def test_nothing_listening():

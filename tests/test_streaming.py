@@ -7,22 +7,7 @@ import pytest
 
 import bor_openai_compat as boc
 import faultserver as fs
-from helpers import URL, chunk, completion, sse, text_stream
-
-
-class _Response:
-    url = "http://api.test/v1/chat/completions"
-    closed = False
-
-    def close(self):
-        self.closed = True
-
-
-def feed(chunks, client=None):
-    """A ChatStream reading the given byte chunks, exactly as split."""
-    client = client or boc.Client("http://api.test/v1", model="m")
-    call = boc._Call(None, "m", stream=True)
-    return boc.ChatStream(client, _Response(), call, chunks=iter(chunks))
+from helpers import URL, chunk, completion, events, feed, sse, text_stream
 
 
 def texts(stream):
@@ -156,10 +141,8 @@ def test_chat_reads_sse_even_under_a_json_content_type(mocked, client):
 # -- Against a real socket ---------------------------------------------------
 
 
-def events(n, prefix="t"):
-    return [sse(chunk("%s%d " % (prefix, i)), done=False) for i in range(n)] + [
-        sse(chunk(finish="stop"))
-    ]
+def numbered(n):
+    return ["t%d " % i for i in range(n)]
 
 
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "close-delimited"])
@@ -167,8 +150,8 @@ def test_tokens_arrive_as_they_are_sent(fault_server, chunked):
     # Causal, not timed: event i+1 is sent only once the caller has seen
     # delta i. A client that holds an event back until more bytes come makes
     # the server wait; after a bound the lateness is recorded.
-    pieces = events(4)
-    seen = [threading.Event() for _ in pieces[:-1]]
+    pieces = events(*numbered(4))
+    seen = [threading.Event() for _ in range(4)]  # one per text delta
     late = []
 
     def script(conn, request):
@@ -219,7 +202,7 @@ def test_breaking_out_early_releases_the_connection(fault_server):
 
 
 def test_leaving_the_with_block_closes(fault_server):
-    fault_server.script(fs.stream(events(50), delay=0.01))
+    fault_server.script(fs.stream(events(*numbered(50)), delay=0.01))
     client = boc.Client(fault_server.url, model="m")
     with client.stream("Hi") as stream:
         next(stream)

@@ -1,0 +1,185 @@
+"""Secrets never show (issue 13): a server that echoes what it was sent cannot
+put the API key, a URL password or a secret header into an exception's str(),
+repr(), .message, .body, .partial or a DEBUG log record of our logger."""
+import json
+import logging
+
+import pytest
+import requests
+
+import bor_openai_compat as boc
+import hostile as h
+from helpers import CANARY_KEY, assert_hidden, chunk, consume, free_port, run, sse, visible
+
+GOOD = sse(chunk("tok "), done=False)
+
+
+def key(request):
+    """What the server saw in Authorization: "Bearer <key>"."""
+    return request.headers["authorization"]
+
+
+def stream_of(*pieces):
+    return h.answer(lambda r: [p(r) if callable(p) else p for p in pieces], ctype="text/event-stream",
+                    framing="chunked")
+
+
+@pytest.fixture
+def logs(caplog):
+    caplog.set_level(logging.DEBUG, logger="bor_openai_compat")
+    return caplog
+
+
+# The nine paths of the issue where an echoed key reached str(exc), each with
+# the error the caller gets and the words that make it useful.
+ECHOES = [
+    pytest.param("chat", h.answer(key, ctype="text/plain"), boc.InvalidResponse, "not JSON", None, id="200-plain-text"),
+    pytest.param("chat", h.answer(lambda r: "<html><title>%s</title></html>" % key(r), ctype="text/html"),
+                 boc.InvalidResponse, "HTML page", None, id="200-html-title"),
+    pytest.param("chat", h.answer(lambda r: {"object": "list", "echo": key(r)}), boc.InvalidResponse,
+                 "without the 'choices'", None, id="200-json-without-choices"),
+    pytest.param("chat", h.answer(lambda r: {"choices": [key(r)]}), boc.InvalidResponse, "unexpected shape", None,
+                 id="choices-of-the-wrong-shape"),
+    pytest.param("stream", stream_of(GOOD, lambda r: "data: {%s\n\n" % key(r)), boc.InvalidResponse, "not JSON",
+                 "tok ", id="non-json-event"),
+    pytest.param("stream", stream_of(lambda r: "hello " + key(r)), boc.InvalidResponse, "no server-sent events",
+                 "", id="non-sse-stream-body"),
+    pytest.param("stream", stream_of(GOOD, lambda r: "data: %s\n\n" % json.dumps([key(r)])), boc.InvalidResponse,
+                 "not an object", "tok ", id="event-not-an-object"),
+    pytest.param("models", h.answer(lambda r: {"data": key(r)}), boc.InvalidResponse, "no model list", None,
+                 id="models-without-a-list"),
+    pytest.param("chat", h.answer(b"", status=302,
+                                  headers=lambda r: ["Location: ftp://files.example/" + key(r)[len("Bearer "):]]),
+                 boc.OpenAICompatError, "", None, id="redirect-location"),
+]
+
+
+@pytest.mark.parametrize("kind, script, exc_type, words, partial", ECHOES)
+def test_an_echoed_key_never_shows(fault_server, make_client, logs, kind, script, exc_type, words, partial):
+    fault_server.script(script)
+    client = make_client(max_retries=0)
+    calls = {"chat": lambda: client.chat("Hi"), "stream": consume(client), "models": client.models}
+    error, _ = run(calls[kind])
+    assert isinstance(error, exc_type), repr(error)
+    assert words in str(error)
+    assert_hidden(CANARY_KEY, visible(error, logs.records))
+    if partial is not None:
+        assert isinstance(error, boc.StreamInterrupted) and error.partial.text == partial
+
+
+@pytest.mark.parametrize("kind, script, exc_type, words, partial", [p for p in ECHOES if p.id != "redirect-location"])
+def test_the_echoed_key_is_replaced_by_stars(fault_server, make_client, kind, script, exc_type, words, partial):
+    fault_server.script(script)
+    client = make_client(max_retries=0)
+    calls = {"chat": lambda: client.chat("Hi"), "stream": consume(client), "models": client.models}
+    error, _ = run(calls[kind])
+    assert "Bearer ***" in str(error)
+
+
+def test_sseclient_logs_nothing_under_our_name(fault_server, make_client, logs):
+    """sseclient-py logs at DEBUG under the logger of its subclass' module (ours):
+    every event, an event's id, and any line without a colon, whole."""
+    fault_server.script(stream_of(
+        b"id: model-output-id-4d2e\n" + sse(chunk("tok "), done=False),
+        lambda r: "%s sent as a line of its own\n" % key(r),
+        sse(chunk(finish="stop")),
+    ))
+    result, _ = run(consume(make_client(max_retries=0)))
+    assert result.text == "tok "
+    assert logs.records, "no DEBUG records captured: the check would be empty"
+    for record in logs.records:
+        message = record.getMessage()
+        assert not message.startswith(("Initialized SSE client", "Dispatching", "Saw invalid field")), message
+        assert_hidden("model-output-id-4d2e", message)
+        assert_hidden(CANARY_KEY, message)
+
+
+# -- Passwords in the base URL -----------------------------------------------
+
+PASSWORD = "pw-canary-91b3e07c"
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("http://user:p@%s@127.0.0.1:{port}/v1" % PASSWORD, id="password-with-an-at-sign"),
+    pytest.param("http://user:%s@127.0.0.1:{port}/v1" % PASSWORD, id="plain-password"),
+    pytest.param("http://%s@127.0.0.1:{port}/v1" % PASSWORD, id="user-only"),
+])
+def test_a_url_password_never_shows(url, logs):
+    client = boc.Client(url.format(port=free_port()), api_key=CANARY_KEY, model="m", max_retries=0)
+    assert_hidden(PASSWORD, repr(client))
+    error, _ = run(lambda: client.chat("Hi"))
+    assert isinstance(error, boc.ConnectionRefused)
+    assert "127.0.0.1" in str(error)
+    assert_hidden(PASSWORD, visible(error, logs.records))
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("user:%s@gpu-box:8000/v1" % PASSWORD, id="no-scheme"),
+    pytest.param("http://user:%s@gpu-box:99999/v1" % PASSWORD, id="invalid-port"),
+    pytest.param("http://user:%s@/v1" % PASSWORD, id="empty-host"),
+    pytest.param("http://user:%s@gpu box:8000/v1" % PASSWORD, id="space-in-host"),
+])
+def test_a_url_password_is_not_in_the_configuration_error(url):
+    with pytest.raises(boc.ConfigurationError) as info:
+        boc.Client(url, model="m")
+    assert_hidden(PASSWORD, visible(info.value))
+
+
+def test_proxy_credentials_never_show(logs):
+    session = requests.Session()
+    proxy = "http://user:%s@127.0.0.1:%d" % (PASSWORD, free_port())
+    session.proxies = {"http": proxy, "https": proxy}
+    client = boc.Client("http://api.example/v1", model="m", session=session, max_retries=0)
+    error, _ = run(lambda: client.chat("Hi"))
+    assert isinstance(error, boc.ConnectionFailed)
+    assert_hidden(PASSWORD, visible(error, logs.records))
+
+
+# -- Secret headers ------------------------------------------------------------
+
+HEADER_SECRET = "hdr-canary-3c7f10aa"
+
+
+def echo_headers(request):
+    """The request's headers, the secret-looking ones first (a message is clipped)."""
+    pairs = sorted(request.headers.items(), key=lambda pair: "Bearer" not in pair[1])
+    return "\n".join("%s: %s" % pair for pair in pairs)
+
+
+@pytest.mark.parametrize("name", ["api-key", "x-api-key", "Authorization", "X-Session-Token", "X-Client-Secret",
+                                  "X-Goog-Api-Key", "Proxy-Authorization"])
+@pytest.mark.parametrize("status", [200, 400])
+def test_secret_headers_echoed_back_never_show(fault_server, logs, name, status):
+    fault_server.script(h.answer(lambda r: {"error": {"message": echo_headers(r)}} if status == 400
+                                 else echo_headers(r), status=status, ctype="text/plain"))
+    client = boc.Client(fault_server.url, model="m", max_retries=0, headers={name: "Bearer " + HEADER_SECRET})
+    error, _ = run(lambda: client.chat("Hi"))
+    assert isinstance(error, (boc.InvalidResponse, boc.BadRequest)), repr(error)
+    sent = fault_server.requests[0].headers.get(name.lower())
+    if name != "Proxy-Authorization" or sent is not None:  # requests 2.26 drops it when no proxy is used
+        assert sent == "Bearer " + HEADER_SECRET  # it was sent
+    assert_hidden(HEADER_SECRET, visible(error, logs.records))
+    assert_hidden(HEADER_SECRET, repr(client))
+
+
+def test_ordinary_headers_are_not_hidden(fault_server):
+    fault_server.script(h.answer(echo_headers, ctype="text/plain"))
+    client = boc.Client(fault_server.url, model="m", max_retries=0, headers={"X-Title": "demo-title-xyz"})
+    error, _ = run(lambda: client.chat("Hi"))
+    assert "demo-title-xyz" in str(error)
+
+
+def test_a_key_shorter_than_four_characters_is_not_scrubbed(fault_server):
+    """Scrubbing "sk" would cut words ("task" -> "ta***")."""
+    fault_server.script(h.answer({"error": {"message": "task failed"}}, status=400))
+    client = boc.Client(fault_server.url, api_key="sk", model="m", max_retries=0)
+    error, _ = run(lambda: client.chat("Hi"))
+    assert isinstance(error, boc.BadRequest) and "task failed" in str(error)
+
+
+def test_the_key_is_scrubbed_inside_json_values_of_body(fault_server, make_client):
+    fault_server.script(h.answer(lambda r: {"error": {"message": "denied", "details": [{"seen": key(r)}]}},
+                                 status=403))
+    error, _ = run(lambda: make_client(max_retries=0).chat("Hi"))
+    assert isinstance(error, boc.AuthenticationError)
+    assert error.body["error"]["details"][0]["seen"] == "Bearer ***"
