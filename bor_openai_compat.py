@@ -1155,7 +1155,7 @@ def tool_message(call: ToolCall | str, content: Any) -> dict:
     return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
-# -- Internals: requests -----------------------------------------------------
+# -- Internals: the request --------------------------------------------------
 
 
 class _Call:
@@ -1249,6 +1249,24 @@ def _splice(text, urls, mark):
     return b"".join(body)
 
 
+def _check_params(params):
+    """Refuse payload values JSON cannot carry, before anything is sent."""
+    for name, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ConfigurationError("the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name) from None
+
+
+def _think_tags(value):
+    if value not in (None, True, False):
+        raise ConfigurationError("think_tags must be None, True or False, not %r" % (value,))
+    return value
+
+
+# -- Internals: configuration ------------------------------------------------
+
+
 def _normalize_base_url(url):
     if not url or not url.strip():
         known = "; ".join("%s %s" % pair for pair in _LOCAL_SERVERS)
@@ -1296,76 +1314,6 @@ def _join_url(base_url, path):
     """The URL of an endpoint; a query in the base URL (Azure's ?api-version=) goes last."""
     base, mark, query = base_url.partition("?")
     return base + path + mark + query
-
-
-def _as_given(request):
-    """requests' auth hook that sends the request with the headers it has."""
-    return request
-
-
-def _origin(url):
-    parts = urllib3.util.parse_url(url)
-    return (parts.scheme or "").lower(), (parts.host or "").lower(), _host_port(url)[1]
-
-
-def _redirect(response, method, url, headers, seen):
-    """(url, headers) of the next hop of a redirect, or the error why it is not taken.
-
-    Like a browser, but for an API: a few hops at most, a loop said as one,
-    no POST turned into a body-less GET (301/302/303), and the headers that
-    carry secrets are not taken to another origin (as requests does for
-    ``Authorization``).
-    """
-    status, location = response.status_code, response.headers.get("Location", "")
-    response.close()
-    target = urllib.parse.urljoin(url, location.strip())
-    where = "%s %s" % (method, _safe_url(url))
-    if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
-        raise ConnectionFailed(
-            "%s redirected (HTTP %s) to %r, which is not an http(s) URL: the server's redirect is "
-            "wrong, not the base URL" % (where, status, _safe_url(target)),
-            retryable=False,
-        )
-    if target in seen or len(seen) > _MAX_REDIRECTS:
-        hops = " -> ".join(_safe_url(hop) for hop in seen + [target])
-        kind = "a redirect loop" if target in seen else "more than %d redirects" % _MAX_REDIRECTS
-        raise ConnectionFailed("%s: %s (%s); check the base URL or the server" % (where, kind, hops), retryable=False)
-    if method == "POST" and status in (301, 302, 303):
-        path = urllib.parse.urlsplit(url).path
-        endpoint = next((e for e in ("/chat/completions", "/embeddings") if path.endswith(e)), "")
-        moved = urllib.parse.urlsplit(target)
-        base = moved._replace(path=moved.path[: len(moved.path) - len(endpoint)] if moved.path.endswith(endpoint) else moved.path)
-        raise ConfigurationError(
-            "%s moved to %s (HTTP %s), where a POST would become a GET without its body: "
-            "use the base URL %r" % (where, _safe_url(target), status, _safe_url(base.geturl()))
-        )
-    if _origin(target) != _origin(url):
-        headers = {name: value for name, value in headers.items() if not _is_secret_header(name)}
-    seen.append(target)
-    return target, headers
-
-
-def _proxy_name(proxy):
-    """host:port of a proxy URL, without its credentials."""
-    if not proxy:
-        return "(none set; a proxy in between)"
-    host, port = _host_port(proxy if "://" in proxy else "http://" + proxy)
-    return "%s:%s" % (host, port)
-
-
-def _check_params(params):
-    """Refuse payload values JSON cannot carry, before anything is sent."""
-    for name, value in params.items():
-        try:
-            json.dumps(value, allow_nan=False)
-        except ValueError:
-            raise ConfigurationError("the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name) from None
-
-
-def _think_tags(value):
-    if value not in (None, True, False):
-        raise ConfigurationError("think_tags must be None, True or False, not %r" % (value,))
-    return value
 
 
 def _check_api_key(key):
@@ -1441,6 +1389,64 @@ def _host_port(url):
 def _is_loopback(url):
     host = _host_port(url)[0].strip("[]").lower()
     return host == "localhost" or host.endswith(".localhost") or host.startswith("127.") or host == "::1"
+
+
+# -- Internals: the network --------------------------------------------------
+
+
+def _as_given(request):
+    """requests' auth hook that sends the request with the headers it has."""
+    return request
+
+
+def _origin(url):
+    parts = urllib3.util.parse_url(url)
+    return (parts.scheme or "").lower(), (parts.host or "").lower(), _host_port(url)[1]
+
+
+def _redirect(response, method, url, headers, seen):
+    """(url, headers) of the next hop of a redirect, or the error why it is not taken.
+
+    Like a browser, but for an API: a few hops at most, a loop said as one,
+    no POST turned into a body-less GET (301/302/303), and the headers that
+    carry secrets are not taken to another origin (as requests does for
+    ``Authorization``).
+    """
+    status, location = response.status_code, response.headers.get("Location", "")
+    response.close()
+    target = urllib.parse.urljoin(url, location.strip())
+    where = "%s %s" % (method, _safe_url(url))
+    if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise ConnectionFailed(
+            "%s redirected (HTTP %s) to %r, which is not an http(s) URL: the server's redirect is "
+            "wrong, not the base URL" % (where, status, _safe_url(target)),
+            retryable=False,
+        )
+    if target in seen or len(seen) > _MAX_REDIRECTS:
+        hops = " -> ".join(_safe_url(hop) for hop in seen + [target])
+        kind = "a redirect loop" if target in seen else "more than %d redirects" % _MAX_REDIRECTS
+        raise ConnectionFailed("%s: %s (%s); check the base URL or the server" % (where, kind, hops), retryable=False)
+    if method == "POST" and status in (301, 302, 303):
+        path = urllib.parse.urlsplit(url).path
+        endpoint = next((e for e in ("/chat/completions", "/embeddings") if path.endswith(e)), "")
+        moved = urllib.parse.urlsplit(target)
+        base = moved._replace(path=moved.path[: len(moved.path) - len(endpoint)] if moved.path.endswith(endpoint) else moved.path)
+        raise ConfigurationError(
+            "%s moved to %s (HTTP %s), where a POST would become a GET without its body: "
+            "use the base URL %r" % (where, _safe_url(target), status, _safe_url(base.geturl()))
+        )
+    if _origin(target) != _origin(url):
+        headers = {name: value for name, value in headers.items() if not _is_secret_header(name)}
+    seen.append(target)
+    return target, headers
+
+
+def _proxy_name(proxy):
+    """host:port of a proxy URL, without its credentials."""
+    if not proxy:
+        return "(none set; a proxy in between)"
+    host, port = _host_port(proxy if "://" in proxy else "http://" + proxy)
+    return "%s:%s" % (host, port)
 
 
 def _cause(exc, kind):
@@ -1579,6 +1585,9 @@ def _finite(seconds):
     return max(0.0, seconds)
 
 
+# -- Internals: answers ------------------------------------------------------
+
+
 def _read_body(response, call, limit, cut=False):
     """The whole body as bytes, within the call's time limits.
 
@@ -1661,7 +1670,7 @@ def _text(body):
     return body[: _MESSAGE_LIMIT * 4].decode("utf-8", "replace")
 
 
-# -- Internals: secrets and messages ------------------------------------------
+# -- Internals: secrets and messages -----------------------------------------
 
 # Every secret a Client was given (keys, URL passwords, secret header values),
 # in the forms a server may echo them, longest first. Kept for the life of the
