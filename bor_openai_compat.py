@@ -996,17 +996,15 @@ class ChatStream:
         self.model = call.model
         self._acc = _Accumulator(call.model, call.think_tags)
         self._body = _Body(response, call, chunks)
-        self._lock = threading.Lock()  # held while a thread is inside next()
         # The generator must not hold self: without a cycle, a stream that
         # is simply dropped closes its connection at once.
         self._deltas = _deltas(self._body, self._acc, response, client, call, client.max_event_bytes)
 
     def __iter__(self) -> Iterator[StreamDelta]:
-        return self
+        return self._deltas  # the generator itself: no call of ours per delta
 
     def __next__(self) -> StreamDelta:
-        with self._lock:
-            return next(self._deltas)
+        return next(self._deltas)
 
     @property
     def result(self) -> ChatResult:
@@ -1021,17 +1019,11 @@ class ChatStream:
         A loop in another thread then ends without an error, and ``result``
         holds what had arrived.
         """
-        self._body.cancelled = True
-        if self._lock.acquire(blocking=False):
-            try:
-                self._deltas.close()
-            finally:
-                self._lock.release()
+        self._body.cancel()
+        if not self._deltas.gi_running:
             self.response.close()
-        else:
-            # Another thread is waiting in a read: wake it by shutting the
-            # socket; its loop sees `cancelled`, ends and closes the response.
-            _shutdown(self.response)
+        # Else another thread is inside the loop: the shut socket wakes its
+        # read, and the loop ends quietly and closes the response itself.
 
     def __enter__(self) -> ChatStream:
         return self
@@ -2065,7 +2057,9 @@ class _Body:
         self.chunks = chunks  # the body's bytes, when they were read already
         self.head = b""  # the first bytes, for a message about a body that is not SSE
         self.tail = False  # the body ended inside an unterminated event
-        self.cancelled = False  # ChatStream.close() from another thread
+        self.cancelled = False  # ChatStream.close(), maybe from another thread
+        self.released = False  # the connection went back to the pool
+        self.lock = threading.Lock()  # between those two
         raw = getattr(response, "raw", None)
         self.fp = getattr(raw, "_fp", None)
         self.sock = getattr(getattr(raw, "_connection", None), "sock", None)
@@ -2127,9 +2121,25 @@ class _Body:
             raise ConnectionFailed("the connection closed %d bytes before the end the server announced" % left)
         whole = left == 0 or getattr(self.fp, "chunked", False)
         if whole and not getattr(self.fp, "will_close", True) and self.sock is not None:
-            if self.timeout is not None:
-                self.sock.settimeout(self.timeout)
-            self.response.raw.release_conn()
+            with self.lock:
+                if self.cancelled:
+                    return
+                if self.timeout is not None:
+                    self.sock.settimeout(self.timeout)
+                self.response.raw.release_conn()
+                self.released = True
+
+    def cancel(self):
+        """Stop reading: a read waiting in another thread returns at once."""
+        with self.lock:
+            self.cancelled = True
+            if not self.released and self.sock is not None:
+                try:
+                    # The plain socket's shutdown, also under TLS: the TLS
+                    # object stays whole for the thread reading through it.
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed already
 
     def drain(self):
         """After ``[DONE]``: read the end of the body, so that the connection is reused.
@@ -2198,20 +2208,6 @@ class _Decoder:
         return -zlib.MAX_WBITS
 
 
-def _shutdown(response):
-    """Shut the socket of a response being read, so that a blocked read returns."""
-    raw = response.raw
-    if hasattr(raw, "shutdown"):  # urllib3 2.3+
-        raw.shutdown()
-        return
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
 def _deltas(body, acc, response, client, call, limit):
     """Parse a stream into StreamDeltas, folding them into acc."""
     try:
@@ -2221,8 +2217,8 @@ def _deltas(body, acc, response, client, call, limit):
                 body.drain()
                 return
             try:
-                chunk = _loads(data)
-            except ValueError as exc:
+                chunk = json.loads(data)
+            except (ValueError, RecursionError) as exc:
                 if not data.strip():
                     continue  # a keep-alive: an event with blank data
                 if body.tail and acc.finish_reason:
@@ -2331,7 +2327,7 @@ def _event_blocks(chunks, body, limit):
             and len(data) <= limit
         ):
             # The usual case: one read, one whole event with plain line ends.
-            yield _whole_event((data,))
+            yield data if data.isascii() and data[:6] != b"error:" else _whole_event((data,))
             continue
         if after_cr and data[:1] == b"\n":
             data = data[1:]
@@ -2418,7 +2414,9 @@ class _Accumulator:
                 choice = choices[0]
                 if len(choices) > 1:  # all choices in one chunk: the followed one first
                     choice = min(choices, key=_choice_index)
-                index = _choice_index(choice)
+                index = choice.get("index", 0)
+                if index.__class__ is not int:
+                    index = 0
                 delta = choice.get("delta") or choice.get("message") or {}
                 text = delta.get("content") or ""
                 if text.__class__ is not str:
