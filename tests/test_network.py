@@ -6,13 +6,14 @@ set on purpose, and asserts what the caller gets and what went over the wire.
 """
 import base64
 import re
+import threading
 
 import pytest
 
 import bor_openai_compat as boc
 import faultserver as fs
 import netservers as ns
-from helpers import CANARY_KEY, completion, free_port
+from helpers import CANARY_KEY, chunk, completion, free_port, sse
 
 ENV_NAMES = (
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
@@ -420,3 +421,42 @@ def test_query_is_kept_on_retries_and_the_model_lookup(server, fast_retries):
 def test_a_fragment_in_the_base_url_is_a_configuration_error(url):
     with pytest.raises(boc.ConfigurationError):
         boc.Client(url)
+
+
+def test_close_from_another_thread_under_tls(certs):
+    # Under TLS the reading thread waits inside the TLS object: close() must
+    # wake it without tearing that object down under its feet.
+    release = threading.Event()
+
+    def one_delta_then_wait(conn, request):
+        conn.sendall(fs.head(200, "text/event-stream", chunked=True))
+        piece = sse(chunk("first"), done=False)
+        conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        release.wait(30)
+        return False
+
+    server = ns.Server(one_delta_then_wait, tls=certs.server_context())
+    try:
+        c = client(server.url, verify=certs.ca_path)
+        stream = c.stream("Hi")
+        texts, errors, got_one = [], [], threading.Event()
+
+        def read():
+            try:
+                for delta in stream:
+                    texts.append(delta.text)
+                    got_one.set()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert got_one.wait(5), "the first delta never arrived"
+        stream.close()
+        reader.join(5)
+        assert not reader.is_alive(), "close() did not stop the reading thread"
+        assert errors == [] and texts == ["first"]
+        assert stream.result.text == "first"
+    finally:
+        release.set()
+        server.close()
