@@ -2043,12 +2043,13 @@ def _closest(name, choices):
 class _Body:
     """The bytes of one answer as they arrive: decoded, within the call's time.
 
-    Every framing is read the same way, through ``read1`` of http.client's
-    response under urllib3: one HTTP chunk as it arrives, or the bytes at hand
-    of a Content-Length or close-delimited body. The client decodes gzip and
-    deflate itself, a bounded piece at a time (urllib3's decoder inflates a
-    whole chunk at once, and urllib3 1.26 has no ``read1`` at all). Once the
-    body has been read to its end, the connection goes back to the pool.
+    Every framing gives the bytes at hand as soon as there are any: a
+    Content-Length or close-delimited body through ``read1`` of http.client's
+    response under urllib3, a chunked one through :class:`_Unchunker`. The
+    client decodes gzip and deflate itself, a bounded piece at a time
+    (urllib3's decoder inflates a whole chunk at once, and urllib3 1.26 has no
+    ``read1`` at all). Once the body has been read to its end, the connection
+    goes back to the pool.
     """
 
     def __init__(self, response, call, chunks=None):
@@ -2063,6 +2064,10 @@ class _Body:
         raw = getattr(response, "raw", None)
         self.fp = getattr(raw, "_fp", None)
         self.sock = getattr(getattr(raw, "_connection", None), "sock", None)
+        if getattr(self.fp, "chunked", False) and getattr(self.fp, "fp", None) is not None:
+            self.read1 = _Unchunker(self.fp).read1
+        elif self.fp is not None:
+            self.read1 = self.fp.read1
         self.timeout = None  # the socket's own timeout, while we have shortened it
 
     def __iter__(self):
@@ -2089,7 +2094,7 @@ class _Body:
         if deadline is not None:
             self.wait_at_most(deadline - time.monotonic())
         try:
-            data = self.fp.read1(_READ_SIZE)
+            data = self.read1(_READ_SIZE)
         except _READ_ERRORS as exc:
             if self.cancelled:
                 return b""
@@ -2156,6 +2161,78 @@ class _Body:
                     return
         except OpenAICompatError as exc:
             log.debug("the body did not end after [DONE]: %s", type(exc).__name__)
+
+
+class _Unchunker:
+    """The chunked transfer coding (RFC 9112, 7.1), cut from http.client's socket buffer.
+
+    http.client's ``read1`` gives one chunk per call, through four calls of
+    its own; a stream of small events arrives as many chunks at once, so this
+    takes all the bytes at hand and cuts them in one pass. Its ``read1`` blocks
+    only when no payload byte is at hand, and gives ``b""`` after the last
+    chunk and the trailer, as http.client's does.
+    """
+
+    def __init__(self, response):
+        self.response = response  # http.client's, told when the body ended
+        self.socket = response.fp  # its buffered reader of the socket
+        self.framing = b""  # bytes read but not yet understood (a size line cut in two)
+        self.left = 0  # payload bytes left of the current chunk; -1: its CRLF is next
+        self.trailer = False  # after the last chunk: trailer lines until a blank one
+        self.broken = None  # a framing error, raised once the bytes before it are out
+
+    def read1(self, size):
+        pieces = []
+        while not pieces:
+            if self.broken is not None:
+                raise self.broken
+            if self.response.fp is None:
+                return b""  # the body has ended
+            data = self.socket.read1(size)
+            if not data:
+                raise http.client.IncompleteRead(b"")
+            try:
+                self.cut(self.framing + data if self.framing else data, pieces)
+            except http.client.HTTPException as exc:
+                self.broken = exc
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def cut(self, buf, pieces):
+        pos, end = 0, len(buf)
+        while pos < end:
+            if self.left > 0:
+                stop = min(pos + self.left, end)
+                pieces.append(buf[pos:stop])
+                self.left -= stop - pos
+                pos = stop
+                if not self.left:
+                    self.left = -1
+                continue
+            if self.left < 0:
+                if end - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise http.client.HTTPException("a chunk does not end with CRLF")
+                self.left, pos = 0, pos + 2
+                continue
+            newline = buf.find(b"\n", pos)
+            if newline < 0:
+                if end - pos > 4096:
+                    raise http.client.LineTooLong("chunk size")
+                break
+            line, pos = buf[pos:newline].rstrip(b"\r"), newline + 1
+            if self.trailer:
+                if not line:
+                    self.response._close_conn()  # the body has ended; the connection may be reused
+                    self.framing = b""
+                    return
+                continue
+            digits = line.split(b";", 1)[0].strip()
+            if not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
+                raise http.client.HTTPException("a chunk size that is not a hex number: %r" % line[:40])
+            self.left = int(digits, 16)
+            self.trailer = not self.left
+        self.framing = buf[pos:]
 
 
 class _Decoder:
