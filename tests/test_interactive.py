@@ -85,6 +85,7 @@ class Terminal:
         os.write(self.master, line.encode() + b"\r")  # Enter sends CR, the tty makes it LF
 
     def ctrl_c(self):
+        asleep(self.proc.pid)
         os.write(self.master, b"\x03")
 
     def ctrl_d(self):
@@ -103,6 +104,25 @@ class Terminal:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def asleep(pid, timeout=20):
+    """Return once process ``pid`` sleeps: it waits for a key or for the server.
+
+    Ctrl-C is typed then, as a person's would be: CPython sees a signal that
+    lands while readline is still busy with the last key only at the next key
+    (it checks for signals when select() is interrupted). Linux shows the
+    state in /proc; elsewhere this does not wait.
+    """
+    stat = "/proc/%d/stat" % pid
+    deadline = time.monotonic() + timeout
+    while os.path.exists(stat):
+        with open(stat) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("S", "Z"):
+            return
+        assert time.monotonic() < deadline, "process %d never waited (state %s)" % (pid, state)
+        time.sleep(0.001)  # polled: the condition decides, not the time
 
 
 @pytest.fixture
