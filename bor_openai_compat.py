@@ -1997,8 +1997,9 @@ class _Chat:
                 self.err.line("The session ends.")
                 return _exit_code(exc)
             self.err.line("error: %s" % exc)
-            if isinstance(exc, InvalidImage):
-                self.images = []  # else every next message would fail on it
+            if self.images:  # kept, the same refusal would come again
+                self.err.line("The image is dropped; /image attaches one again.")
+                self.images = []
             return 0
         self.history += [user, answer]
         self.images = []

@@ -89,6 +89,7 @@ class Terminal:
         os.write(self.master, b"\x03")
 
     def ctrl_d(self):
+        asleep(self.proc.pid)  # typed before readline has the terminal, EOF would be lost
         os.write(self.master, b"\x04")
 
     def wait(self, timeout=20):
@@ -109,10 +110,12 @@ class Terminal:
 def asleep(pid, timeout=20):
     """Return once process ``pid`` sleeps: it waits for a key or for the server.
 
-    Ctrl-C is typed then, as a person's would be: CPython sees a signal that
-    lands while readline is still busy with the last key only at the next key
-    (it checks for signals when select() is interrupted). Linux shows the
-    state in /proc; elsewhere this does not wait.
+    Ctrl-C and Ctrl-D are typed then, as a person's would be: CPython sees a
+    signal that lands while readline is still busy with the last key only at
+    the next key (it checks for signals when select() is interrupted), and a
+    Ctrl-D typed before readline takes the terminal is lost with the switch
+    out of canonical mode. Linux shows the state in /proc; elsewhere this
+    does not wait.
     """
     stat = "/proc/%d/stat" % pid
     deadline = time.monotonic() + timeout
