@@ -2819,10 +2819,79 @@ _EXIT_CODES = (
     (InvalidResponse, 8),
     (APIError, 7),
 )
+_EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
+_EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat` reports when `head` stops reading
+
+# Errors after which a conversation cannot go on: nothing answers any more, or
+# the key is refused (and the key cannot be changed from inside the session).
+_SESSION_ENDERS = (ConnectionFailed, AuthenticationError)
+
+# What a terminal acts on instead of showing: the C0 and C1 control characters
+# and DEL (ESC and CSI start sequences that move the cursor, erase lines, set
+# the window title or write the clipboard through OSC 52; CR and BS go back
+# over what is shown), and the bidirectional overrides that reorder a line.
+# Tab only moves forward, so it stays; newline stays where text has lines.
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_CONTROL_IN_TEXT = re.compile("[%s]" % _CONTROLS)
+_CONTROL_IN_LINE = re.compile("[\n%s]" % _CONTROLS)
+
+_CHAT_HELP = """\
+/system TEXT   set the system message (/system alone removes it)
+/image PATH    attach an image to the next message
+/model NAME    switch model (/model alone shows the current one)
+/reset         forget the conversation
+/exit, /quit   leave (so does Ctrl-D)
+/help          this list
+Ctrl-C stops an answer; what was printed stays in the conversation.
+A line starting with // sends the rest of it from its second /."""
 
 
 def main(argv: list | None = None) -> int:
     """Run the command line (``python -m bor_openai_compat``); return the exit status."""
+    args = _parse_args(argv)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    out, err = _Output(sys.stdout), _Output(sys.stderr)
+    try:
+        try:
+            if args.command == "doctor":
+                return _Doctor(args, out).run()
+            client = Client(args.base_url, args.api_key, args.model, timeout=args.timeout)
+            if args.command == "models":
+                for model in client.models():
+                    out.line(model)
+                return 0
+            return _cli_chat(client, args, out, err)
+        except OpenAICompatError as exc:
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
+            out.end_line()
+            err.line("error: %s" % exc)
+            return _exit_code(exc)
+        except KeyboardInterrupt:
+            # Ctrl-C is how a user says "enough", not a bug to report.
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
+            out.end_line()
+            return _EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader left (`| head`). Python flushes stdout once more at exit;
+        # point it at /dev/null so that flush is quiet as well.
+        # https://docs.python.org/3/library/signal.html#note-on-sigpipe
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no real file behind stdout
+            pass
+        return _EXIT_BROKEN_PIPE
+
+
+def _parse_args(argv):
     import argparse  # only the command line needs it
 
     common = argparse.ArgumentParser(add_help=False)
@@ -2839,7 +2908,10 @@ def main(argv: list | None = None) -> int:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     chat = commands.add_parser("chat", parents=[common], help="send a prompt and print the answer as it arrives")
-    chat.add_argument("prompt", help="the prompt, or - to read it from stdin")
+    chat.add_argument("prompt", nargs="?",
+                      help="the prompt, or - to read it from stdin; without one, a conversation on a terminal")
+    chat.add_argument("-i", "--interactive", action="store_true",
+                      help="hold a conversation (after the prompt, if one is given)")
     chat.add_argument("--system", help="a system message")
     chat.add_argument("--image", action="append", default=[], help="attach an image (repeatable)")
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
@@ -2850,96 +2922,306 @@ def main(argv: list | None = None) -> int:
     doctor = commands.add_parser("doctor", parents=[common], help="check the set-up step by step")
     doctor.add_argument("--vision", action="store_true", help="also check that an image is accepted")
     args = parser.parse_args(argv)
+    if args.command == "chat":
+        args.interactive = args.interactive or (args.prompt is None and _isatty(sys.stdin))
+        if args.interactive and args.json:
+            chat.error("--json prints one response; give a prompt instead of -i")
+    return args
 
-    if args.debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+
+def _exit_code(exc):
+    return next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)), 1)
+
+
+def _isatty(stream):
     try:
-        if args.command == "doctor":
-            return _Doctor(args).run()
-        client = Client(args.base_url, args.api_key, args.model, timeout=args.timeout)
-        if args.command == "models":
-            for model in client.models():
-                print(model)
-            return 0
-        return _cli_chat(client, args)
-    except OpenAICompatError as exc:
-        if args.debug:
-            import traceback
-
-            traceback.print_exc()
-        print("error: %s" % exc, file=sys.stderr)
-        return next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)), 1)
+        return stream.isatty()
+    except (AttributeError, ValueError):  # None under pythonw, or closed
+        return False
 
 
-def _cli_chat(client, args):
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    messages = [{"role": "user", "content": prompt}]
-    if args.system:
-        messages.insert(0, {"role": "system", "content": args.system})
-    params = {}
-    if args.max_tokens is not None:
-        params["max_tokens"] = args.max_tokens
-    if args.temperature is not None:
-        params["temperature"] = args.temperature
-    images = args.image or None
-    if args.no_stream or args.json:
-        result = client.chat(messages, images=images, **params)
-        if args.json:
-            print(json.dumps(result.raw, indent=2, ensure_ascii=False))
-        else:
-            _print_reasoning(result.reasoning)
-            print(result.text)
+def _visible(text, *, one_line=False):
+    """``text`` with what a terminal would act on written out (``\\x1b``, ``\\r``).
+
+    With ``one_line`` newlines are written out too, so that an error or a
+    ``doctor`` check stays on its line.
+    """
+    text = text.replace("\r\n", "\n")
+    return (_CONTROL_IN_LINE if one_line else _CONTROL_IN_TEXT).sub(_written_out, text)
+
+
+def _written_out(match):
+    char = match.group()
+    if char in "\n\r":
+        return "\\n" if char == "\n" else "\\r"
+    return ("\\x%02x" if ord(char) < 0x100 else "\\u%04x") % ord(char)
+
+
+class _Output:
+    """stdout or stderr of the command line.
+
+    Text from the server goes to a file or a pipe as it came, and to a
+    terminal with its control characters made visible, so that a server
+    cannot move the cursor, rewrite a line, or set the window title. A
+    character the output cannot encode (a cp1252 console, ``LANG=C``) is
+    replaced instead of ending the program.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.tty = _isatty(stream)
+        self.at_line_start = True
+        self._cr = False  # an answer's CR held back until we see whether LF follows
+
+    def text(self, text, *, dim=False):
+        """Write text from the server that may span lines (an answer, reasoning)."""
+        if self.tty:
+            if self._cr:
+                text, self._cr = "\r" + text, False
+            if text.endswith("\r"):
+                text, self._cr = text[:-1], True
+            text = _visible(text)
+        self.write(text, dim=dim and self.tty)
+
+    def line(self, text):
+        """Write one whole line; whatever it holds shows and stays on it."""
+        self.end_line()
+        self.write(_visible(text, one_line=True) + "\n")
+
+    def end_line(self):
+        """Finish a line left open by an answer."""
+        if self._cr:
+            self._cr = False
+            self.write("\\r")
+        if not self.at_line_start:
+            self.write("\n")
+
+    def write(self, text, *, dim=False):
+        if not text:
+            return
+        self.at_line_start = text.endswith("\n")
+        if dim:
+            text = "\033[2m%s\033[0m" % text
+        try:
+            self.stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self.stream, "encoding", None) or "ascii"
+            self.stream.write(text.encode(encoding, "replace").decode(encoding))
+        self.stream.flush()
+
+
+def _cli_chat(client, args, out, err):
+    chat = _Chat(client, args, out, err)
+    prompt = args.prompt
+    if prompt == "-" or (prompt is None and not args.interactive):
+        prompt = sys.stdin.read()
+    if args.interactive:
+        return chat.converse(prompt)
+    if args.json:
+        result = client.chat(chat.messages(chat.user_message(prompt)), model=chat.model, **chat.params)
+        # JSON escapes control characters itself; only the encoding can fail.
+        out.write(json.dumps(result.raw, indent=2, ensure_ascii=False) + "\n")
         return 0
-    try:
-        stream = client.stream(messages, images=images, **params)
-    except StreamingNotSupported as exc:
-        if exc.result is None:
-            raise
-        print("note: %s" % exc, file=sys.stderr)
-        _print_reasoning(exc.result.reasoning)
-        print(exc.result.text)
-        return 0
-    text = ""
-    try:
-        with stream:
-            for delta in stream:
-                _print_reasoning(delta.reasoning)
-                if delta.text:
-                    sys.stdout.write(delta.text)
-                    sys.stdout.flush()
-                    text = delta.text
-    except KeyboardInterrupt:
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        return 130
-    if not text.endswith("\n"):
-        sys.stdout.write("\n")
+    chat.ask(chat.user_message(prompt))
     return 0
 
 
-def _print_reasoning(text):
-    if text:
-        dim = sys.stderr.isatty()
-        sys.stderr.write("\033[2m%s\033[0m" % text if dim else text)
-        sys.stderr.flush()
+class _Chat:
+    """The chat command: one prompt, or a conversation at the terminal."""
+
+    def __init__(self, client, args, out, err):
+        self.client, self.out, self.err = client, out, err
+        self.debug = args.debug
+        self.model = client.model
+        self.system = args.system
+        self.history = []  # the user and assistant messages so far
+        self.images = list(args.image)  # paths or image parts for the next message
+        self.streaming = not args.no_stream
+        self.params = {}
+        if args.max_tokens is not None:
+            self.params["max_tokens"] = args.max_tokens
+        if args.temperature is not None:
+            self.params["temperature"] = args.temperature
+        self.shown = []  # the answer printed so far, for Ctrl-C
+
+    def user_message(self, prompt):
+        """The next user message, with the images attached so far."""
+        if not self.images:
+            return {"role": "user", "content": prompt}
+        parts = [
+            image if isinstance(image, dict) else image_part(image, max_bytes=self.client.max_image_bytes)
+            for image in self.images
+        ]
+        return {"role": "user", "content": [{"type": "text", "text": prompt}] + parts}
+
+    def messages(self, user):
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.history + [user]
+
+    def ask(self, user):
+        """Send ``user`` after the conversation so far, print the answer as it
+        arrives and return it as an assistant message."""
+        self.shown = []
+        messages = self.messages(user)
+        if not self.streaming:
+            result = self.client.chat(messages, model=self.model, **self.params)
+            self.show(result.reasoning, result.text)
+            self.out.end_line()
+            return result.message
+        try:
+            stream = self.client.stream(messages, model=self.model, **self.params)
+        except StreamingNotSupported as exc:
+            if exc.result is None:
+                raise
+            self.err.line("note: %s" % exc)
+            self.streaming = False  # said once; the next turns simply wait
+            self.show(exc.result.reasoning, exc.result.text)
+            self.out.end_line()
+            return exc.result.message
+        with stream:
+            for delta in stream:
+                self.show(delta.reasoning, delta.text)
+            answer = stream.result.message
+        self.out.end_line()
+        return answer
+
+    def show(self, reasoning, text):
+        if reasoning:
+            self.err.text(reasoning, dim=True)
+        if text:
+            if self.err.tty and self.out.tty:
+                self.err.end_line()  # the answer starts below the reasoning
+            self.out.text(text)
+            self.shown.append(text)
+
+    def converse(self, first=None):
+        """Hold a conversation until Ctrl-D or /exit; return the exit status."""
+        if _isatty(sys.stdin) and self.out.tty:
+            try:
+                import readline  # noqa: F401  (importing it gives input() line editing and history)
+            except ImportError:  # Windows without pyreadline
+                pass
+        self.err.line("Chatting with %s at %s. /help lists the commands; Ctrl-D leaves."
+                      % (self.model or "no model yet (/model NAME)", _safe_url(self.client.base_url)))
+        line = first
+        while True:
+            if line is None:
+                if self.err.tty:
+                    self.err.end_line()  # after reasoning with no answer
+                try:
+                    line = self.read("> ")
+                except KeyboardInterrupt:  # like a shell: the line is dropped
+                    self.out.write("\n")
+                    continue
+                except EOFError:
+                    self.out.write("\n")
+                    return 0
+            if line.startswith("/") and not line.startswith("//"):
+                if self.command(line):
+                    return 0
+            elif line.strip():
+                code = self.turn(line[1:] if line.startswith("//") else line)
+                if code:
+                    return code
+            line = None
+
+    def read(self, prompt):
+        if _isatty(sys.stdin) and self.out.tty:
+            return input(prompt)
+        # input() would write the prompt into the redirected stdout.
+        if _isatty(sys.stdin):
+            self.err.write(prompt)
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\r\n")
+
+    def turn(self, prompt):
+        """One exchange; a failed one leaves the conversation as it was."""
+        user, self.shown = None, []
+        try:
+            user = self.user_message(prompt)
+            answer = self.ask(user)
+        except KeyboardInterrupt:
+            self.out.end_line()
+            if user is not None and self.shown:  # what was printed stays, for "go on"
+                self.history += [user, {"role": "assistant", "content": "".join(self.shown)}]
+                self.images = []
+            return 0
+        except OpenAICompatError as exc:
+            if self.debug:
+                import traceback
+
+                traceback.print_exc()
+            self.out.end_line()
+            if isinstance(exc, _SESSION_ENDERS):
+                self.err.line("error: %s" % exc)
+                self.err.line("The session ends.")
+                return _exit_code(exc)
+            self.err.line("error: %s" % exc)
+            if self.images:  # kept, the same refusal would come again
+                self.err.line("The image is dropped; /image attaches one again.")
+                self.images = []
+            return 0
+        self.history += [user, answer]
+        self.images = []
+        return 0
+
+    def command(self, line):
+        """Run a /command; return True to leave."""
+        name, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if name in ("/exit", "/quit"):
+            return True
+        if name == "/reset":
+            self.history, self.images = [], []
+            self.err.line("The conversation starts again.")
+        elif name == "/system":
+            self.system = rest or None
+            self.err.line("System message set." if rest else "No system message.")
+        elif name == "/image":
+            self.attach(os.path.expanduser(rest.strip("'\"")))
+        elif name == "/model":
+            self.model = rest or self.model
+            self.err.line("Model: %s" % (self.model or "none; /model NAME picks one"))
+        elif name == "/help":
+            for text in _CHAT_HELP.splitlines():
+                self.err.line(text)
+        else:
+            self.err.line("%s is not a command; /help lists them." % name)
+        return False
+
+    def attach(self, path):
+        if not path:
+            self.err.line("/image needs a path.")
+            return
+        try:  # read now, so that a wrong path is said before the message is typed
+            part = image_part(path, max_bytes=self.client.max_image_bytes)
+        except OpenAICompatError as exc:
+            self.err.line("error: %s" % exc)
+            return
+        self.images.append(part)
+        self.err.line("%s is attached to your next message." % path)
 
 
 class _Doctor:
     """The troubleshooting list a user would otherwise walk by hand."""
 
-    def __init__(self, args):
+    def __init__(self, args, out):
         self.args = args
+        self.out = out
+        key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.has_key = bool((key or "").strip())
         self.failed = False
         try:
-            "✓✗".encode(sys.stdout.encoding or "ascii")
+            "✓✗".encode(getattr(out.stream, "encoding", None) or "ascii")
             self.ok, self.bad = "✓", "✗"
         except (LookupError, UnicodeEncodeError):
             self.ok, self.bad = "ok  ", "FAIL"
 
     def say(self, good, text):
         self.failed = self.failed or not good
-        print("%s %s" % (self.ok if good else self.bad, text))
-        sys.stdout.flush()
+        self.out.line("%s %s" % (self.ok if good else self.bad, text))
         return good
 
     def run(self):
@@ -3009,21 +3291,43 @@ class _Doctor:
         if isinstance(error, AuthenticationError):
             self.say(False, "the API key is not accepted (HTTP %s: %s): %s" % (
                 error.status_code, _clip(error.message, 200),
-                "check OPENAI_API_KEY or --api-key" if client._api_key else "set OPENAI_API_KEY or --api-key"))
+                "check OPENAI_API_KEY or --api-key" if self.has_key else "set OPENAI_API_KEY or --api-key"))
             return None
         if error is not None:
             self.say(False, "GET /models failed: %s" % error)
             return []
         self.say(True, "the path is right (GET /models lists %d model%s)" % (len(served), "" if len(served) == 1 else "s"))
-        self.say(True, "the API key is accepted" if client._api_key else "no API key needed")
+        self.say(True, self.check_key(client))
         return served
+
+    def check_key(self, client):
+        """What is known of the key: only a refusal without it shows it was checked."""
+        if not self.has_key:
+            return "the server asked for no key"
+        # "" rather than None: no key at all, not the one from the environment.
+        keyless = Client(client.base_url, "", client.model, timeout=self.args.timeout, max_retries=0)
+        try:
+            keyless.models()
+            if not client.model:
+                return "the server lists its models without a key (the key was not checked)"
+            # Some servers list models to anyone but want the key for a chat.
+            keyless.chat("Say OK.", max_tokens=1)
+        except AuthenticationError:
+            return "the API key is accepted (the server refuses requests without it)"
+        except APIError:  # refused for another reason than the key
+            pass
+        except OpenAICompatError as exc:
+            return "the key was not checked: a request without it failed (%s)" % exc
+        finally:
+            keyless.close()
+        return "the server asked for no key (it answers without one; the key set was not checked)"
 
     def find_path(self, client):
         parts = urllib3.util.parse_url(client.base_url)
         origin = "%s://%s" % (parts.scheme, parts.netloc)
         for candidate in (client.base_url + "/v1", origin + "/v1"):
             try:
-                Client(candidate, client._api_key, timeout=5, max_retries=0).models()
+                Client(candidate, self.args.api_key, timeout=5, max_retries=0).models()
                 return candidate
             except OpenAICompatError:
                 continue
@@ -3056,16 +3360,16 @@ class _Doctor:
             try:
                 models = Client(url, self.args.api_key, timeout=3, connect_timeout=1, max_retries=0).models()
             except ConnectionFailed:
-                print("  nothing at %s (%s)" % (url, name))
+                self.out.line("  nothing at %s (%s)" % (url, name))
                 continue
             except OpenAICompatError as exc:
                 found.append(url)
-                print("  %s answers at %s, but: %s" % (name, url, exc))
+                self.out.line("  %s answers at %s, but: %s" % (name, url, exc))
                 continue
             found.append(url)
-            print("  %s answers at %s (%s)" % (name, url, ", ".join(models[:5]) or "no models"))
+            self.out.line("  %s answers at %s (%s)" % (name, url, ", ".join(models[:5]) or "no models"))
         if found:
-            print("  so: export OPENAI_BASE_URL=%s" % found[0])
+            self.out.line("  so: export OPENAI_BASE_URL=%s" % found[0])
 
 
 def _tiny_png():

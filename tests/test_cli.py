@@ -4,12 +4,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
 import bor_openai_compat as boc
 import faultserver as fs
 from helpers import BASE, URL, chunk, completion, free_port, sse, text_stream
+from test_interactive import asleep
 
 MODELS = {"object": "list", "data": [{"id": "llama3:latest"}, {"id": "qwen2.5:7b"}]}
 
@@ -179,13 +181,145 @@ def test_doctor_without_a_base_url_looks_at_local_ports(mocked, capsys, monkeypa
     assert "export OPENAI_BASE_URL=http://127.0.0.1:8000/v1" in out
 
 
+# -- Output a server cannot forge, and no tracebacks ---------------------------
+
+
+def test_an_error_stays_on_one_line_with_its_control_characters_shown(mocked, env, capsys):
+    mocked.post(URL, status=400, json={"error": {"message": "no\x1b]0;pwned\x07\r\nfake: line\x1b[2K"}})
+    code, out, err = run(capsys, "chat", "--no-stream", "hi")
+    assert code == 7 and out == ""
+    assert err.count("\n") == 1 and "\x1b" not in err and "\r" not in err
+    assert "no\\x1b]0;pwned\\x07\\nfake: line\\x1b[2K" in err
+
+
+def test_model_ids_stay_one_per_line(mocked, env, capsys):
+    mocked.get(BASE + "/models", json={"data": [{"id": "a\nb\x1b[1A"}, {"id": "c"}]})
+    assert run(capsys, "models") == (0, "a\\nb\\x1b[1A\nc\n", "")
+
+
+def test_a_file_or_a_pipe_gets_the_answer_as_sent(mocked, env, capsys):
+    mocked.post(URL, body=text_stream("a\x1b[31mred\r\n", "\tend"), content_type="text/event-stream")
+    code, out, _ = run(capsys, "chat", "hi")
+    assert code == 0 and out == "a\x1b[31mred\r\n\tend\n"
+
+
+def test_without_a_prompt_or_a_terminal_the_prompt_is_stdin(mocked, env, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("piped in"))
+    mocked.post(URL, json=completion("ok"))
+    assert run(capsys, "chat", "--no-stream")[:2] == (0, "ok\n")
+    assert json.loads(mocked.calls[0].request.body)["messages"] == [{"role": "user", "content": "piped in"}]
+
+
+def test_json_needs_a_prompt(env, capsys):
+    with pytest.raises(SystemExit) as exit:
+        boc.main(["chat", "-i", "--json"])
+    assert exit.value.code == 2 and "--json prints one response" in capsys.readouterr().err
+
+
+def keyed(body, key="sk-right"):
+    """A callback that answers ``body`` to the right key and 401 to anything else."""
+
+    def callback(request):
+        if request.headers.get("Authorization") != "Bearer " + key:
+            return 401, {}, json.dumps({"error": {"message": "Invalid API key"}})
+        if json.loads(request.body or "{}").get("stream"):
+            return 200, {"Content-Type": "text/event-stream"}, text_stream("1", "2")
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+    return callback
+
+
+@pytest.mark.parametrize(
+    "models_need_key, chat_needs_key, said",
+    [
+        (True, True, "the API key is accepted (the server refuses requests without it)"),
+        (False, True, "the API key is accepted (the server refuses requests without it)"),
+        (False, False, "the server asked for no key (it answers without one; the key set was not checked)"),
+    ],
+    ids=["models-refused-without", "chat-refused-without", "no-key-needed"],
+)
+def test_doctor_says_the_key_is_accepted_only_when_it_was_checked(mocked, env, capsys, monkeypatch,
+                                                                  models_need_key, chat_needs_key, said):
+    import responses
+
+    def maybe_keyed(body, needed):
+        check = keyed(body)
+        if needed:
+            return check
+        return lambda request: check(_with_key(request))
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
+    mocked.add_callback(responses.GET, BASE + "/models", callback=maybe_keyed(MODELS, models_need_key))
+    mocked.add_callback(responses.POST, URL, callback=maybe_keyed(completion("OK"), chat_needs_key))
+    code, out, _ = run(capsys, "doctor")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 7, out
+    assert lines[3] == "✓ " + said
+
+
+def _with_key(request):
+    request.headers["Authorization"] = "Bearer sk-right"
+    return request
+
+
+def test_doctor_without_a_key_says_none_was_asked_for(mocked, env, capsys):
+    mocked.get(BASE + "/models", json=MODELS)
+    mocked.post(URL, json=completion("OK"))
+    mocked.post(URL, body=text_stream("1", "2"), content_type="text/event-stream")
+    _, out, _ = run(capsys, "doctor")
+    assert "✓ the server asked for no key\n" in out
+    assert not any("Authorization" in call.request.headers for call in mocked.calls)
+
+
 # -- As a program ------------------------------------------------------------
 
 
-def cli(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return subprocess.Popen([sys.executable, "-m", "bor_openai_compat"] + list(args), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+def default_sigint():
+    # Whoever started pytest (a shell's `&` ignores SIGINT in its children),
+    # the program gets the SIGINT a user's terminal would send it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def cli(*args, env=None, **kwargs):
+    environ = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), **(env or {}))
+    return subprocess.Popen([sys.executable, "-m", "bor_openai_compat"] + list(args), env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint, **kwargs)
+
+
+def held(pieces, release, arrived=None, after=None):
+    """Stream ``pieces`` (with none, not even the headers), then hold the
+    connection until ``release`` is set; then send ``after`` and end the body,
+    or without ``after`` close the connection."""
+
+    def send(conn, piece):
+        conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+
+    def script(conn, request):
+        if pieces:
+            conn.sendall(fs.head(200, "text/event-stream", chunked=True))
+            for piece in pieces:
+                send(conn, piece)
+        if arrived is not None:
+            arrived.set()
+        release.wait(30)
+        if after is None:
+            return False
+        for piece in after:
+            send(conn, piece)
+        conn.sendall(b"0\r\n\r\n")
+        return True
+
+    return script
+
+
+@pytest.fixture
+def release():
+    """An event that lets a held answer go on; set when the test ends, whatever happened."""
+    event = threading.Event()
+    yield event
+    event.set()
 
 
 def test_python_dash_m(fault_server):
@@ -195,13 +329,70 @@ def test_python_dash_m(fault_server):
     assert proc.returncode == 0 and out == b"hi there\n", err
 
 
-def test_ctrl_c_keeps_the_output_and_exits_130(fault_server):
-    fault_server.script(fs.stream([sse(chunk("word%d " % i), done=False) for i in range(100)], delay=0.1))
+def test_ctrl_c_keeps_the_output_and_exits_130(fault_server, release):
+    fault_server.script(held([sse(chunk("word0 "), done=False)], release))
     proc = cli("chat", "--base-url", fault_server.url, "--model", "m", "hello")
-    first = proc.stdout.read(6)  # "word0 "
+    first = proc.stdout.read(6)
+    asleep(proc.pid)
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=10)
     assert first == b"word0 "
     assert proc.returncode == 130, err
-    assert b"Traceback" not in err
-    assert (first + rest).endswith(b"\n")
+    assert err == b""
+    assert (first + rest) == b"word0 \n"
+
+
+@pytest.mark.parametrize(
+    "argv, method",
+    [
+        (["chat", "hello"], "POST"),
+        (["chat", "--no-stream", "hello"], "POST"),
+        (["chat", "--json", "hello"], "POST"),
+        (["models"], "GET"),
+        (["doctor"], "GET"),
+    ],
+    ids=["before-the-first-token", "no-stream", "json", "models", "doctor"],
+)
+def test_ctrl_c_anywhere_exits_130_without_a_traceback(fault_server, release, argv, method):
+    arrived = threading.Event()
+    fault_server.script(held([], release, arrived))
+    proc = cli(*argv[:1], "--base-url", fault_server.url, "--model", "m", *argv[1:])
+    assert arrived.wait(30), "the request never came"
+    asleep(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+    assert fault_server.requests[0].method == method
+
+
+def test_debug_shows_the_traceback_of_ctrl_c(fault_server, release):
+    arrived = threading.Event()
+    fault_server.script(held([], release, arrived))
+    proc = cli("models", "--debug", "--base-url", fault_server.url)
+    assert arrived.wait(30)
+    asleep(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and b"Traceback" in err and b"KeyboardInterrupt" in err
+
+
+def test_a_closed_pipe_ends_quietly(fault_server, release):
+    """`chat ... | head -c 5`: the reader leaves while the answer still comes."""
+    rest = [sse(chunk("and more"), chunk(finish="stop"))]
+    fault_server.script(held([sse(chunk("hello world "), done=False)], release, after=rest))
+    proc = cli("chat", "--base-url", fault_server.url, "--model", "m", "hello")
+    assert proc.stdout.read(5) == b"hello"
+    proc.stdout.close()
+    release.set()  # "and more" now goes into the closed pipe
+    err = proc.stderr.read()
+    proc.wait(10)
+    assert err == b"" and proc.returncode == 141
+
+
+@pytest.mark.parametrize("encoding, expected", [("ascii", b"caf? ? ??\n"), ("cp1252", b"caf\xe9 \x96 ??\n")])
+def test_output_that_cannot_encode_a_character_replaces_it(fault_server, encoding, expected):
+    fault_server.script(fs.stream([sse(chunk("café – 日本"), chunk(finish="stop"))]))
+    proc = cli("chat", "--base-url", fault_server.url, "--model", "m", "hi", env={"PYTHONIOENCODING": encoding})
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out == expected, err
