@@ -2856,7 +2856,9 @@ def main(argv: list | None = None) -> int:
         try:
             if args.command == "doctor":
                 return _Doctor(args, out).run()
-            client = Client(args.base_url, args.api_key, args.model, timeout=args.timeout)
+            client = Client(
+                args.base_url, args.api_key, args.model, timeout=args.timeout, stream_timeout=args.stream_timeout
+            )
             if args.command == "models":
                 for model in client.models():
                     out.line(model)
@@ -2899,6 +2901,7 @@ def _parse_args(argv):
     common.add_argument("--api-key", help="default $OPENAI_API_KEY")
     common.add_argument("--model", help="default $OPENAI_MODEL")
     common.add_argument("--timeout", type=float, default=_DEFAULT_TIMEOUT, help="seconds to wait for the server")
+    common.add_argument("--stream-timeout", type=float, help="seconds one call may take in all")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser = argparse.ArgumentParser(
         prog="bor-openai-compat",
@@ -3232,7 +3235,9 @@ class _Doctor:
             self.scan()
             return 1
         source = "--base-url" if args.base_url else "OPENAI_BASE_URL"
-        client = Client(base_url, args.api_key, args.model, timeout=args.timeout, max_retries=0)
+        client = Client(
+            base_url, args.api_key, args.model, timeout=args.timeout, stream_timeout=args.stream_timeout, max_retries=0
+        )
         self.say(True, "base URL %s (from %s)" % (_safe_url(client.base_url), source))
         served = self.check_server(client)
         if served is None:
@@ -3305,7 +3310,9 @@ class _Doctor:
         if not self.has_key:
             return "the server asked for no key"
         # "" rather than None: no key at all, not the one from the environment.
-        keyless = Client(client.base_url, "", client.model, timeout=self.args.timeout, max_retries=0)
+        keyless = Client(
+            client.base_url, "", client.model, timeout=self.args.timeout, stream_timeout=client.stream_timeout, max_retries=0
+        )
         try:
             keyless.models()
             if not client.model:

@@ -1,13 +1,22 @@
 """Shared helpers for the tests: canned bodies in the shapes servers send,
 a stream reader fed exact byte chunks, and a way to time a call."""
 import contextlib
+import fcntl
 import json
+import os
+import pty
+import select
 import signal
 import socket
+import subprocess
+import sys
+import termios
 import time
 import tracemalloc
 
 import bor_openai_compat as boc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BASE = "http://api.test/v1"
 URL = BASE + "/chat/completions"
@@ -86,6 +95,11 @@ def feed(chunks, client=None):
     return boc.ChatStream(client, _Response(), call, chunks=iter(chunks))
 
 
+def open_fds():
+    """How many file descriptors this process has open (Linux)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
 def run(call):
     """Call, and return (exception or result, seconds taken)."""
     start = time.monotonic()
@@ -155,3 +169,101 @@ def peak_memory():
     finally:
         box["peak"] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
+
+
+def asleep(pid, timeout=20):
+    """Return once process ``pid`` sleeps: it waits for a key or for the server.
+
+    Ctrl-C and Ctrl-D are typed then, as a person's would be: CPython sees a
+    signal that lands while readline is still busy with the last key only at
+    the next key (it checks for signals when select() is interrupted), and a
+    Ctrl-D typed before readline takes the terminal is lost with the switch
+    out of canonical mode. Linux shows the state in /proc; elsewhere this
+    does not wait.
+    """
+    stat = "/proc/%d/stat" % pid
+    deadline = time.monotonic() + timeout
+    while os.path.exists(stat):
+        with open(stat) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("S", "Z"):
+            return
+        assert time.monotonic() < deadline, "process %d never waited (state %s)" % (pid, state)
+        time.sleep(0.001)  # polled: the condition decides, not the time
+
+
+class Terminal:
+    """The command line in a pseudo-terminal, as a user at a keyboard has it."""
+
+    def __init__(self, *args, env=None):
+        master, slave = pty.openpty()
+
+        def child():
+            # The pty becomes the controlling terminal, so that a typed Ctrl-C
+            # is a SIGINT; and SIGINT is the default one whoever started pytest
+            # (a shell's `&` would leave it ignored).
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+        environ = dict(os.environ, PYTHONPATH=ROOT, TERM="dumb", **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bor_openai_compat"] + list(args),
+            stdin=slave, stdout=slave, stderr=slave, env=environ,
+            start_new_session=True, preexec_fn=child, close_fds=True,
+        )
+        os.close(slave)
+        self.master = master
+        self.output = b""  # all the terminal showed, "\r\n" as "\n"
+        self.seen = 0  # how far expect() has matched
+
+    def expect(self, text, timeout=20):
+        """Wait until ``text`` shows after what was matched before; return what came in between."""
+        want = text.encode() if isinstance(text, str) else text
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.output.find(want, self.seen)
+            if found >= 0:
+                before = self.output[self.seen:found]
+                self.seen = found + len(want)
+                return before.decode("utf-8", "replace")
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read(left):
+                raise AssertionError("%r did not show; the terminal has:\n%s"
+                                     % (text, self.output.decode("utf-8", "replace")))
+
+    def _read(self, timeout):
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: the program ended and the terminal closed
+            data = b""
+        # The terminal turns each "\n" into "\r\n" (ONLCR); undo only that.
+        self.output += data.replace(b"\r\n", b"\n")
+        return bool(data)
+
+    def type(self, line):
+        os.write(self.master, line.encode() + b"\r")  # Enter sends CR, the tty makes it LF
+
+    def ctrl_c(self):
+        asleep(self.proc.pid)
+        os.write(self.master, b"\x03")
+
+    def ctrl_d(self):
+        asleep(self.proc.pid)  # typed before readline has the terminal, EOF would be lost
+        os.write(self.master, b"\x04")
+
+    def wait(self, timeout=20):
+        """The exit status, once the program ended; all it printed is in ``output``."""
+        deadline = time.monotonic() + timeout
+        while self._read(max(0.0, deadline - time.monotonic())):
+            pass
+        code = self.proc.wait(max(0.1, deadline - time.monotonic()))
+        os.close(self.master)
+        return code
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

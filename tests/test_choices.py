@@ -9,7 +9,7 @@ import json
 import pytest
 
 from helpers import URL, completion, sse
-from wireserver import feed
+from helpers import feed
 
 
 def choice_chunk(index, text=None, *, finish=None, tool_calls=None):

@@ -5,13 +5,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 import bor_openai_compat as boc
 import faultserver as fs
-from helpers import BASE, URL, chunk, completion, free_port, sse, text_stream
-from test_interactive import asleep
+from helpers import BASE, URL, asleep, chunk, completion, free_port, sse, text_stream
 
 MODELS = {"object": "list", "data": [{"id": "llama3:latest"}, {"id": "qwen2.5:7b"}]}
 
@@ -396,3 +396,16 @@ def test_output_that_cannot_encode_a_character_replaces_it(fault_server, encodin
     proc = cli("chat", "--base-url", fault_server.url, "--model", "m", "hi", env={"PYTHONIOENCODING": encoding})
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and out == expected, err
+
+
+@pytest.mark.parametrize("command", [["models"], ["doctor", "--model", "m"]], ids=["models", "doctor"])
+def test_stream_timeout_bounds_doctor_and_models(fault_server, capsys, command):
+    # A server that accepts and never answers: the command gives up at
+    # --stream-timeout instead of waiting for --timeout.
+    fault_server.script(*[fs.stall(30)] * 8)
+    start = time.monotonic()
+    code = boc.main(command + ["--base-url", fault_server.url, "--timeout", "60", "--stream-timeout", "0.5"])
+    out, err = capsys.readouterr()
+    assert code in (1, 4), out + err
+    assert "stream_timeout=0.5s" in out + err
+    assert time.monotonic() - start < 10

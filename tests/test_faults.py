@@ -5,7 +5,6 @@ kept (.partial / .result), how many requests the server saw (retries) and
 that it ended in bounded time.
 """
 import logging
-import os
 import time
 from email.utils import formatdate
 
@@ -13,7 +12,7 @@ import pytest
 
 import bor_openai_compat as boc
 import faultserver as fs
-from helpers import CANARY_KEY, chunk, completion, consume, events, free_port, run, sse
+from helpers import CANARY_KEY, chunk, completion, consume, events, free_port, open_fds, run, sse
 
 
 def test_nothing_listening():
@@ -286,9 +285,6 @@ def test_no_sockets_leak_after_thousands_of_broken_off_streams(fault_server):
 
     fault_server.script(long_stream)
     client = boc.Client(fault_server.url, model="m")
-
-    def open_fds():
-        return len(os.listdir("/proc/self/fd"))
 
     for _ in range(20):  # warm up the pool and the logging machinery
         with client.stream("Hi") as s:

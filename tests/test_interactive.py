@@ -5,127 +5,21 @@ pseudo-terminal (the stdlib ``pty`` module), so that readline, Ctrl-C typed
 as ``\\x03`` and the terminal checks are the ones a user gets. The server is
 the scriptable local one from ``faultserver.py``.
 """
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import signal
-import subprocess
 import sys
-import termios
 import threading
-import time
 
 import pytest
 
 import faultserver as fs
-from helpers import chunk, sse
+from helpers import Terminal, chunk, sse
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ESC_OSC_CR = "\x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\x1b[2K\rforged\x9b31m"
 ESC_SHOWN = r"\x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\x1b[2K\rforged\x9b31m"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
-
-
-class Terminal:
-    """The command line in a pseudo-terminal, as a user at a keyboard has it."""
-
-    def __init__(self, *args, env=None):
-        master, slave = pty.openpty()
-
-        def child():
-            # The pty becomes the controlling terminal, so that a typed Ctrl-C
-            # is a SIGINT; and SIGINT is the default one whoever started pytest
-            # (a shell's `&` would leave it ignored).
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-        environ = dict(os.environ, PYTHONPATH=ROOT, TERM="dumb", **(env or {}))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bor_openai_compat"] + list(args),
-            stdin=slave, stdout=slave, stderr=slave, env=environ,
-            start_new_session=True, preexec_fn=child, close_fds=True,
-        )
-        os.close(slave)
-        self.master = master
-        self.output = b""  # all the terminal showed, "\r\n" as "\n"
-        self.seen = 0  # how far expect() has matched
-
-    def expect(self, text, timeout=20):
-        """Wait until ``text`` shows after what was matched before; return what came in between."""
-        want = text.encode() if isinstance(text, str) else text
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.output.find(want, self.seen)
-            if found >= 0:
-                before = self.output[self.seen:found]
-                self.seen = found + len(want)
-                return before.decode("utf-8", "replace")
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._read(left):
-                raise AssertionError("%r did not show; the terminal has:\n%s"
-                                     % (text, self.output.decode("utf-8", "replace")))
-
-    def _read(self, timeout):
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return False
-        try:
-            data = os.read(self.master, 65536)
-        except OSError:  # EIO: the program ended and the terminal closed
-            data = b""
-        # The terminal turns each "\n" into "\r\n" (ONLCR); undo only that.
-        self.output += data.replace(b"\r\n", b"\n")
-        return bool(data)
-
-    def type(self, line):
-        os.write(self.master, line.encode() + b"\r")  # Enter sends CR, the tty makes it LF
-
-    def ctrl_c(self):
-        asleep(self.proc.pid)
-        os.write(self.master, b"\x03")
-
-    def ctrl_d(self):
-        asleep(self.proc.pid)  # typed before readline has the terminal, EOF would be lost
-        os.write(self.master, b"\x04")
-
-    def wait(self, timeout=20):
-        """The exit status, once the program ended; all it printed is in ``output``."""
-        deadline = time.monotonic() + timeout
-        while self._read(max(0.0, deadline - time.monotonic())):
-            pass
-        code = self.proc.wait(max(0.1, deadline - time.monotonic()))
-        os.close(self.master)
-        return code
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def asleep(pid, timeout=20):
-    """Return once process ``pid`` sleeps: it waits for a key or for the server.
-
-    Ctrl-C and Ctrl-D are typed then, as a person's would be: CPython sees a
-    signal that lands while readline is still busy with the last key only at
-    the next key (it checks for signals when select() is interrupted), and a
-    Ctrl-D typed before readline takes the terminal is lost with the switch
-    out of canonical mode. Linux shows the state in /proc; elsewhere this
-    does not wait.
-    """
-    stat = "/proc/%d/stat" % pid
-    deadline = time.monotonic() + timeout
-    while os.path.exists(stat):
-        with open(stat) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        if state in ("S", "Z"):
-            return
-        assert time.monotonic() < deadline, "process %d never waited (state %s)" % (pid, state)
-        time.sleep(0.001)  # polled: the condition decides, not the time
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 import bor_openai_compat as boc
 import wireserver as ws
 from helpers import chunk
-from wireserver import feed
+from helpers import feed
 
 BOM = b"\xef\xbb\xbf"
 

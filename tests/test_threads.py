@@ -16,13 +16,10 @@ import pytest
 
 import bor_openai_compat as boc
 import netservers as ns
+from helpers import open_fds
 
 THREADS = 32
 KINDS = ("chat", "stream", "err", "chat", "stream", "chat", "stream", "early")  # 1 in 8 leaves early
-
-
-def open_fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 def one_call(c, kind, token):

@@ -13,7 +13,7 @@ import pytest
 
 import bor_openai_compat as boc
 import wireserver as ws
-from helpers import chunk, completion, sse, text_stream
+from helpers import chunk, completion, open_fds, sse, text_stream
 
 MODELS = {"object": "list", "data": [{"id": "m1", "object": "model"}, {"id": "m2", "object": "model"}]}
 
@@ -207,7 +207,7 @@ def test_streams_left_early_close_their_connection(server, framing, leave):
 
     server.handler = handler
     client = client_for(server)
-    before = ws.open_fds()
+    before = open_fds()
     for _ in range(20):
         if leave == "with":
             with client.stream("Hi") as stream:
@@ -224,7 +224,7 @@ def test_streams_left_early_close_their_connection(server, framing, leave):
     client.close()
     assert server.accepts == 20
     assert server.closed_by_client == 20, "the client left connections open"
-    assert ws.open_fds() <= before
+    assert open_fds() <= before
 
 
 def test_done_on_a_chunked_body_that_stays_open_does_not_hang(server):
@@ -268,7 +268,7 @@ def test_close_from_another_thread_ends_the_loop_quietly(server):
 
     server.handler = handler
     client = client_for(server)
-    before = ws.open_fds()
+    before = open_fds()
     stream = client.stream("Hi")
     got_one = threading.Event()
     texts, errors = [], []
@@ -294,4 +294,4 @@ def test_close_from_another_thread_ends_the_loop_quietly(server):
     assert seen_close.wait(5), "the server never saw the connection close"
     assert server.wait_idle(5)
     client.close()
-    assert ws.open_fds() <= before
+    assert open_fds() <= before

@@ -11,14 +11,12 @@ compressing proxy does for an event stream, so each decodes on arrival.
 :func:`feed` hands byte chunks straight to a ChatStream, exactly as split.
 """
 import json
-import os
 import select
 import socket
 import threading
 import time
 import zlib
 
-import bor_openai_compat as boc
 
 FRAMINGS = ("chunked", "length", "close")
 ENCODINGS = ("gzip", "deflate-zlib", "deflate-raw", "identity")
@@ -215,26 +213,3 @@ def send(conn, status, pieces, *, framing, ctype="application/json", encoding="i
     if framing == "chunked":
         conn.sendall(b"0\r\n\r\n")
     return framing != "close"
-
-
-# -- Feeding a stream directly -------------------------------------------------
-
-
-class _Response:
-    url = "http://api.test/v1/chat/completions"
-    closed = False
-
-    def close(self):
-        self.closed = True
-
-
-def feed(chunks, client=None):
-    """A ChatStream reading the given byte chunks, exactly as split."""
-    client = client or boc.Client("http://api.test/v1", model="m")
-    call = boc._Call(None, "m", stream=True)
-    return boc.ChatStream(client, _Response(), call, chunks=iter(chunks))
-
-
-def open_fds():
-    """How many file descriptors this process has open (Linux)."""
-    return len(os.listdir("/proc/self/fd"))

@@ -141,7 +141,7 @@ class Recorder:
 
 
 def test_an_interactive_chat_with_llama_server(llama_server, tmp_path):
-    from test_interactive import Terminal, asleep
+    from helpers import Terminal, asleep
 
     image = tmp_path / "red.png"
     image.write_bytes(boc._tiny_png())
