@@ -52,6 +52,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import weakref
 import zlib
 from typing import Any, Iterable, Iterator
 
@@ -609,9 +610,11 @@ class Client:
         pool_size: int = _DEFAULT_POOL_SIZE,
         think_tags: bool | None = None,
     ):
-        self.base_url = _normalize_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        _keep_secrets(self, _url_secrets(base_url or ""))  # before any message can show them
+        self.base_url = _normalize_base_url(base_url)
         self._api_key = _check_api_key(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
-        _add_secret(self._api_key)
+        _keep_secrets(self, [self._api_key])
         self.model = model or os.environ.get("OPENAI_MODEL") or None
         self.timeout = _seconds("timeout", timeout)
         self.connect_timeout = _seconds("connect_timeout", connect_timeout)
@@ -626,6 +629,7 @@ class Client:
             "Accept-Encoding": _ACCEPT_ENCODING,
         }
         self.headers.update(_check_headers(headers or {}))
+        _keep_secrets(self, _header_secrets(self.headers))
         if not isinstance(verify, (bool, str, os.PathLike)):
             raise ConfigurationError("verify= must be True, False or the path of a CA bundle")
         if not isinstance(verify, bool) and not os.path.exists(verify):
@@ -857,7 +861,7 @@ class Client:
                     allow_redirects=False,
                     verify=self.verify,
                     # A server on this machine is never reached through a proxy.
-                    proxies=_NO_PROXIES if _is_loopback(url) else None,
+                    proxies=dict(_NO_PROXIES) if _is_loopback(url) else None,  # requests fills it in
                     # With a key, our Authorization header is what is sent: not
                     # ~/.netrc's, nor Basic from credentials in the URL.
                     auth=_as_given if self._api_key else None,
@@ -903,7 +907,7 @@ class Client:
                 proxies.setdefault(scheme, proxy)
         proxy = requests.utils.select_proxy(url, proxies)
         if proxy:
-            _normalize_base_url(proxy if "://" in proxy else "http://" + proxy)  # its credentials are secrets
+            _keep_secrets(self, _url_secrets(proxy))
         return proxy
 
     def _error_response(self, response, call):
@@ -924,7 +928,7 @@ class Client:
         The one place that decides the class; each class says its own message.
         """
         message, code, kind, param = _error_fields(body)
-        message = message.strip() or http.client.responses.get(status, "no message")
+        message = _finish(message.strip(), _MESSAGE_LIMIT) or http.client.responses.get(status, "no message")
         cls = _error_class(status, message, code, kind, param, call)
         fields = {
             "status_code": status,
@@ -1267,12 +1271,6 @@ def _normalize_base_url(url):
             "/chat/completions. Usual local servers: " + known
         )
     url = url.strip()
-    # Credentials in the URL are secrets from here on, before any message can show them.
-    userinfo = re.match(r"(?:[A-Za-z][A-Za-z0-9+.-]*://)?([^/?#]*)@", url)
-    if userinfo:
-        for secret in (userinfo.group(1), userinfo.group(1).partition(":")[2]):
-            _add_secret(secret)
-            _add_secret(urllib.parse.unquote(secret))
     if "#" in url:
         raise ConfigurationError("the base URL %r has a fragment (#...), which is never sent: remove it" % _safe_url(url))
     path, mark, query = url.partition("?")
@@ -1334,11 +1332,26 @@ def _check_headers(headers):
             raise ConfigurationError(
                 "the header %s has a value with a line break or a character outside Latin-1" % name
             )
-        if _is_secret_header(name):
-            _add_secret(value)
-            _add_secret(value.partition(" ")[2])  # "Bearer <token>"
         checked[name] = value
     return checked
+
+
+def _header_secrets(headers):
+    """The values of the headers that carry secrets (and the token after "Bearer ")."""
+    values = [value for name, value in headers.items() if _is_secret_header(name)]
+    return values + [value.partition(" ")[2] for value in values]
+
+
+def _url_secrets(url):
+    """The secrets in a URL: its credentials, and query values named like keys (?key=)."""
+    found = []
+    userinfo = re.match(r"(?:[A-Za-z][A-Za-z0-9+.-]*://)?([^/?#]*)@", url)
+    if userinfo:
+        for secret in (userinfo.group(1), userinfo.group(1).partition(":")[2]):
+            found += [secret, urllib.parse.unquote(secret)]
+    query = url.partition("?")[2].partition("#")[0]
+    found += [value for name, value in urllib.parse.parse_qsl(query) if _is_secret_header(name)]
+    return found
 
 
 def _is_secret_header(name):
@@ -1366,9 +1379,11 @@ def _count(name, value, least):
 def _safe_url(url):
     """The URL without the credentials in it."""
     scheme, sep, rest = url.partition("://")
+    if not sep:  # no scheme: "user:password@host/v1"
+        scheme, rest = "", url
     authority = rest.split("/", 1)[0].split("?", 1)[0]
-    if sep and "@" in authority:
-        return scheme + "://***@" + rest[len(authority.rsplit("@", 1)[0]) + 1 :]
+    if "@" in authority:
+        return scheme + sep + "***@" + rest[len(authority.rsplit("@", 1)[0]) + 1 :]
     return url
 
 
@@ -1380,7 +1395,7 @@ def _host_port(url):
 
 def _is_loopback(url):
     host = _host_port(url)[0].strip("[]").lower()
-    return host == "localhost" or host.endswith(".localhost") or host.startswith("127.") or host == "::1"
+    return host in ("localhost", "::1") or host.endswith(".localhost") or bool(re.match(r"127(\.\d{1,3}){3}$", host))
 
 
 # -- Internals: the network --------------------------------------------------
@@ -1392,8 +1407,16 @@ def _as_given(request):
 
 
 def _origin(url):
+    """(scheme, host, port) of an http(s) URL, or None for any other URL.
+
+    :raises ValueError: the URL cannot be parsed.
+    """
     parts = urllib3.util.parse_url(url)
-    return (parts.scheme or "").lower(), (parts.host or "").lower(), _host_port(url)[1]
+    scheme = (parts.scheme or "").lower()
+    if scheme not in ("http", "https") or not parts.host or " " in parts.host:
+        return None
+    port = parts.port or (443 if scheme == "https" else 80)
+    return (scheme, parts.host.lower(), port) if 0 < port < 65536 else None
 
 
 def _redirect(response, method, url, headers, seen):
@@ -1406,12 +1429,16 @@ def _redirect(response, method, url, headers, seen):
     """
     status, location = response.status_code, response.headers.get("Location", "")
     response.close()
-    target = urllib.parse.urljoin(url, location.strip())
     where = "%s %s" % (method, _safe_url(url))
-    if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+    try:
+        target = urllib.parse.urljoin(url, location.strip())
+        origin = _origin(target)
+    except ValueError:
+        origin = None
+    if origin is None:
         raise ConnectionFailed(
-            "%s redirected (HTTP %s) to %r, which is not an http(s) URL: the server's redirect is "
-            "wrong, not the base URL" % (where, status, _safe_url(target)),
+            "%s redirected (HTTP %s) to %r, which is not a valid http(s) URL: the server's redirect is "
+            "wrong, not the base URL" % (where, status, _safe_url(location.strip()[:500])),
             retryable=False,
         )
     if target in seen or len(seen) > _MAX_REDIRECTS:
@@ -1427,7 +1454,7 @@ def _redirect(response, method, url, headers, seen):
             "%s moved to %s (HTTP %s), where a POST would become a GET without its body: "
             "use the base URL %r" % (where, _safe_url(target), status, _safe_url(base.geturl()))
         )
-    if _origin(target) != _origin(url):
+    if origin != _origin(url):
         headers = {name: value for name, value in headers.items() if not _is_secret_header(name)}
     seen.append(target)
     return target, headers
@@ -1476,6 +1503,11 @@ def _network_error(exc, url, connect_timeout, read_timeout, proxy=None):
         return Timeout(
             "the server at %s sent nothing for %ss; it may still be loading the model "
             "(raise timeout= to wait longer)" % (where, read_timeout)
+        )
+    if proxy and isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
+        return ConfigurationError(
+            "the proxy %s cannot be used (%s): fix HTTP_PROXY/HTTPS_PROXY, or add %s to NO_PROXY"
+            % (_proxy_name(proxy), _reason(exc), host)
         )
     if proxy and (
         isinstance(exc, requests.exceptions.ProxyError)
@@ -1664,24 +1696,36 @@ def _text(body):
 
 # -- Internals: secrets and messages -----------------------------------------
 
-# Every secret a Client was given (keys, URL passwords, secret header values),
-# in the forms a server may echo them, longest first. Kept for the life of the
-# process, as an error may outlive its client; swapped whole, so a reader in
-# another thread never sees it half-built.
-_secrets: tuple = ()
+# The secrets of every live Client (keys, URL and proxy credentials, secret
+# header values), in the forms a server may echo them. An error is scrubbed
+# when it is made, while its client lives, and again whenever it is shown.
+_SECRETS: Any = weakref.WeakKeyDictionary()  # a Client -> the forms of its secrets
+_SECRETS_LOCK = threading.Lock()
+_secrets_sorted: list = [None, ()]  # (the registry's size when sorted, every form longest first)
 
 
-def _add_secret(value):
-    global _secrets
-    if not value or len(value) < _MIN_SECRET:
-        return
-    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]}
-    if not forms.issubset(_secrets):
-        _secrets = tuple(sorted(forms.union(_secrets), key=len, reverse=True))
+def _keep_secrets(owner, values):
+    forms = set()
+    for value in values:
+        if value and len(value) >= _MIN_SECRET:
+            forms.update((value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]))
+    if forms:
+        with _SECRETS_LOCK:
+            _SECRETS[owner] = _SECRETS.get(owner, frozenset()) | forms
+            _secrets_sorted[0] = None
+
+
+def _secrets():
+    """Every secret form, longest first (one may contain another)."""
+    with _SECRETS_LOCK:
+        if _secrets_sorted[0] != len(_SECRETS):  # a client added some, or is gone
+            forms = set().union(*_SECRETS.values())
+            _secrets_sorted[:] = [len(_SECRETS), tuple(sorted(forms, key=len, reverse=True))]
+        return _secrets_sorted[1]
 
 
 def _scrub(text):
-    for secret in _secrets:
+    for secret in _secrets():
         if secret in text:
             text = text.replace(secret, "***")
     return text
@@ -1691,7 +1735,7 @@ def _scrub_value(value):
     """A JSON value (or text) with every secret cut out of its strings."""
     if isinstance(value, str):
         return _scrub(value)
-    if not _secrets or not isinstance(value, (dict, list)):
+    if not _secrets() or not isinstance(value, (dict, list)):
         return value
     try:
         text = _dumps(value)
@@ -1704,7 +1748,8 @@ def _finish(text, limit):
     """Every text meant for a person passes here: secrets out, length bounded."""
     if not isinstance(text, str):
         text = str(text)
-    longest = len(_secrets[0]) if _secrets else 0
+    secrets = _secrets()
+    longest = len(secrets[0]) if secrets else 0
     text = _scrub(text[: limit + longest])
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -2068,6 +2113,8 @@ class _Body:
             self.read1 = _Unchunker(self.fp).read1
         elif self.fp is not None:
             self.read1 = self.fp.read1
+        elif raw is not None:  # a session whose adapter is not urllib3's
+            self.read1 = getattr(raw, "read1", None) or raw.read
         self.timeout = None  # the socket's own timeout, while we have shortened it
 
     def __iter__(self):
@@ -2078,19 +2125,25 @@ class _Body:
             return
         decoder = _Decoder.of(self.response.headers.get("Content-Encoding", ""))
         data = self.read()
-        self.head = data[:200]
         while data:
             if decoder is None:
+                self.head = self.head or data[:200]
                 yield data
             else:
-                yield from decoder.feed(data)
+                for piece in decoder.feed(data):
+                    self.head = self.head or piece[:200]
+                    yield piece
             data = self.read()
         if decoder is not None:
             yield decoder.flush()
 
-    def read(self):
-        """One read: bytes, or ``b""`` at the end of a complete body."""
-        deadline = self.call.deadline
+    def read(self, deadline=None):
+        """One read: bytes, or ``b""`` at the end of a complete body.
+
+        :param deadline: when to give up, if sooner than the call's deadline.
+        """
+        if deadline is None:
+            deadline = self.call.deadline
         if deadline is not None:
             self.wait_at_most(deadline - time.monotonic())
         try:
@@ -2131,8 +2184,12 @@ class _Body:
                     return
                 if self.timeout is not None:
                     self.sock.settimeout(self.timeout)
+                # http.client must see its response closed (the socket stays
+                # open), or the next request on the connection fails.
+                self.fp.close()
                 self.response.raw.release_conn()
                 self.released = True
+                self.sock = None  # another request's now
 
     def cancel(self):
         """Stop reading: a read waiting in another thread returns at once."""
@@ -2154,10 +2211,12 @@ class _Body:
         """
         if self.chunks is not None or self.sock is None or getattr(self.fp, "will_close", True):
             return
-        self.wait_at_most(_DRAIN_WAIT)
+        deadline = time.monotonic() + _DRAIN_WAIT
+        if self.call.deadline is not None:
+            deadline = min(deadline, self.call.deadline)
         try:
             for _ in range(16):
-                if not self.read():
+                if not self.read(deadline):
                     return
         except OpenAICompatError as exc:
             log.debug("the body did not end after [DONE]: %s", type(exc).__name__)
@@ -2263,10 +2322,10 @@ class _Decoder:
                 data = self.zlib.unconsumed_tail
                 if self.zlib.eof:
                     data = self.zlib.unused_data
-                    if self.encoding == "deflate":
-                        data = b""  # nothing follows a deflate stream
+                    if self.encoding != "deflate" and data[:2] == b"\x1f\x8b":
+                        self.zlib = None  # another gzip member follows
                     else:
-                        self.zlib = None  # another gzip member may follow
+                        data = b""  # what follows the stream is not the answer (as urllib3 does)
                 if out:
                     yield out
         except zlib.error as exc:
@@ -2302,7 +2361,9 @@ def _deltas(body, acc, response, client, call, limit):
                     return  # a cut-off last event after the answer was finished
                 if event.event == "error":  # an error told in plain text
                     raise client._error(None, data, call, "the stream") from exc
-                raise InvalidResponse("the stream sent an event that is not JSON (%s)" % exc, excerpt=data) from exc
+                raise InvalidResponse(
+                    "the stream sent an event that is not JSON (%s)" % exc, excerpt=data[: _MESSAGE_LIMIT * 4]
+                ) from exc
             if event.event == "error" or _error_in(chunk):
                 if chunk.__class__ is dict and chunk.get("choices"):
                     acc.add(chunk)  # OpenRouter puts the error beside a last delta
@@ -2404,7 +2465,8 @@ def _event_blocks(chunks, body, limit):
             and len(data) <= limit
         ):
             # The usual case: one read, one whole event with plain line ends.
-            yield data if data.isascii() and data[:6] != b"error:" else _whole_event((data,))
+            plain = data.isascii() and data[:6] != b"error:" and data.count(b"\n") <= _MANY_LINES
+            yield data if plain else _whole_event((data,))
             continue
         if after_cr and data[:1] == b"\n":
             data = data[1:]
@@ -2449,7 +2511,35 @@ def _whole_event(pieces):
     if event.startswith(b"error:"):
         # Old llama.cpp sends "error: {...}", a field sseclient drops.
         event = b"event: error\ndata:" + event[6:]
+    if event.count(b"\n") > _MANY_LINES:
+        event = _Lines(event)
     return event
+
+
+_MANY_LINES = 32
+
+
+class _Lines(bytes):
+    """An event of many lines, with its ``data`` lines joined for sseclient.
+
+    sseclient-py adds each ``data`` line's value to a growing string: nothing
+    for the line or two of a usual event, quadratic for one of thousands. It
+    cuts an event with ``splitlines()``, which gives it here the other lines
+    and one ``data`` line holding every value joined with LF, as the WHATWG
+    rules join them (sseclient strips the one space after the colon).
+    """
+
+    def splitlines(self, keepends=False):
+        values, lines = [], []
+        for line in bytes(self).split(b"\n"):
+            if line == b"data" or line.startswith(b"data:"):
+                value = line[5:]
+                values.append(value[1:] if value[:1] == b" " else value)
+            else:
+                lines.append(line)
+        if values:
+            lines.append(b"data: " + b"\n".join(values))
+        return lines
 
 
 class _Accumulator:
@@ -2613,12 +2703,13 @@ class _ThinkSplitter:
     taken as open from the start, for templates that put ``<think>`` in the
     prompt, and ends at ``</think>``. Tags may arrive cut at any character, so
     text is held back while it may still be the start of a tag (at most a
-    tag's length, besides leading whitespace); once the answer's first
+    tag's length, besides leading whitespace, which is kept aside as a list
+    of pieces: cheap however much comes); once the answer's first
     character is out, the splitter is done and the rest passes untouched.
     Leading whitespace of the reasoning and of the answer is dropped.
     """
 
-    __slots__ = ("always", "state", "held", "done")
+    __slots__ = ("always", "state", "held", "space", "done")
 
     # States: before any visible character; at the start of the reasoning;
     # in the reasoning; after </think>, before the answer's first character.
@@ -2628,6 +2719,7 @@ class _ThinkSplitter:
         self.always = bool(always)
         self.state = self.START
         self.held = ""
+        self.space = []  # whitespace before anything visible
         self.done = False
 
     def feed(self, text):
@@ -2639,16 +2731,19 @@ class _ThinkSplitter:
         state = self.state
         if state == self.START:
             visible = text.lstrip()
+            if len(visible) < len(text):
+                self.space.append(text[: len(text) - len(visible)])
             if visible.startswith(_THINK_OPEN):
-                text, state = visible[len(_THINK_OPEN):], self.THINK_START
-            elif not visible or _THINK_OPEN.startswith(visible):  # "", "<", "<th"...
-                self.held = text
+                text, state, self.space = visible[len(_THINK_OPEN):], self.THINK_START, []
+            elif _THINK_OPEN.startswith(visible):  # "", "<", "<th"...
+                self.held = visible
                 return "", ""
             elif self.always:
-                text, state = visible, self.THINK_START
+                text, state, self.space = visible, self.THINK_START, []
             else:
                 self.done = True  # no tag: the content is all answer, untouched
-                return text, ""
+                space, self.space = "".join(self.space), []
+                return space + visible, ""
         reasoning = ""
         if state == self.THINK_START:
             text = text.lstrip()
@@ -2674,16 +2769,14 @@ class _ThinkSplitter:
 
     def held_back(self):
         """(answer text, reasoning) of what is held, were the content to end now."""
-        if not self.held:
-            return "", ""
         if self.state == self.START and not self.always:
-            return self.held, ""  # "<thi" and no more: it was answer after all
-        return "", self.held.lstrip() if self.state == self.START else self.held
+            return "".join(self.space) + self.held, ""  # "<thi" and no more: it was answer after all
+        return "", self.held
 
     def flush(self):
         """Release what is held at the end of the answer."""
         held = self.held_back()
-        self.held = ""
+        self.held, self.space = "", []
         self.done = True
         return held
 

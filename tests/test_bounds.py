@@ -9,7 +9,7 @@ import pytest
 
 import bor_openai_compat as boc
 import hostile as h
-from helpers import chunk, consume, run, sse, bounded, peak_memory
+from helpers import bounded, chunk, consume, feed, peak_memory, run, sse
 
 GOOD = sse(chunk("tok "), done=False)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -183,3 +183,24 @@ def test_events_up_to_the_default_bound_still_arrive(fault_server):
                                  framing="chunked"))
     result, _ = run(consume(boc.Client(fault_server.url, model="m", max_retries=0)))
     assert isinstance(result, boc.ChatResult) and result.text == text
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "many-reads"])
+def test_an_event_of_many_data_lines_costs_linear_time(split):
+    # sseclient-py adds each data line to a growing string; 300,000 lines
+    # (a few MB) took minutes of CPU that way. The values joined with LF are
+    # the event's data, as the WHATWG rules say.
+    text = "ab\n" * 300_000
+    lines = b"".join(b"data: ab\n" for _ in range(300_000)) + b"data: \n"
+    event = b'data: {"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}\n\n'
+    body = lines + b"\n" + event + b"data: [DONE]\n\n"
+    pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)] if split else [body]
+    with bounded(cpu=5, wall=10):
+        stream = feed(pieces)
+        with pytest.raises(boc.InvalidResponse) as info:  # the many-line event is not JSON
+            list(stream)
+    assert info.value.partial.text == ""
+    assert "not JSON" in str(info.value)
+    # The joined data is what a parser following the spec gets:
+    parsed = list(boc._SSEClient(iter([boc._whole_event((lines,))])).events())
+    assert [e.data for e in parsed] == [text]

@@ -357,14 +357,20 @@ def test_a_redirect_that_would_drop_the_body_is_not_followed(server, status, fas
     assert [(r.method, r.path) for r in server.requests] == [("POST", "/v1/chat/completions")]
 
 
-def test_a_redirect_to_another_scheme_blames_the_redirect(server):
-    server.script(ns.redirect(307, "ftp://127.0.0.1/v1/chat/completions"))
+@pytest.mark.parametrize("location", [
+    "ftp://127.0.0.1/v1/chat/completions",
+    "http://127.0.0.1:99999/v1/chat/completions",
+    "http://127.0.0.1:-1/v1/chat/completions",
+    "http://h:0x50/v1/chat/completions",
+], ids=["other-scheme", "port-too-big", "negative-port", "hex-port"])
+def test_a_redirect_to_a_url_that_cannot_be_used_blames_the_redirect(server, location):
+    server.script(ns.redirect(307, location))
     with client(server.url) as c:
         error = failure(lambda: c.chat("Hi"))
     text = str(error)
     assert not isinstance(error, boc.ConfigurationError), text  # the caller's base URL is fine
     assert "redirect" in text.lower() or "location" in text.lower(), text
-    assert "ftp://127.0.0.1" in text, text
+    assert location.split("/v1")[0] in text, text
 
 
 # -- A base URL with a query -------------------------------------------------------
@@ -460,3 +466,31 @@ def test_close_from_another_thread_under_tls(certs):
     finally:
         release.set()
         server.close()
+
+
+def test_a_host_name_that_starts_with_127_is_not_loopback(answering_proxy, monkeypatch):
+    # Only addresses are loopback: "127.example.test" is a name, and goes
+    # through the proxy like any other.
+    set_proxy(monkeypatch, answering_proxy.origin)
+    with client("http://127.example.test/v1") as c:
+        assert c.chat("Hi").text == "via proxy"
+    assert [r.path for r in answering_proxy.requests] == ["http://127.example.test/v1/chat/completions"]
+
+
+def test_an_unusable_proxy_is_named(monkeypatch):
+    # A socks:// proxy without PySocks (not a dependency): the proxy is named,
+    # not the caller's base URL, and its credentials are not shown.
+    set_proxy(monkeypatch, "socks5h://user:%s@127.0.0.1:%d" % (PROXY_SECRET, free_port()))
+    with client("http://llm.test/v1") as c:
+        error = failure(lambda: c.chat("Hi"))
+    text = str(error)
+    assert "proxy 127.0.0.1:" in text and "NO_PROXY" in text, text
+    assert PROXY_SECRET not in text and PROXY_SECRET not in repr(error)
+
+
+def test_a_key_in_the_base_url_query_is_a_secret(server):
+    # Some gateways take the key as ?key=...; an error echoing it hides it.
+    server.script(fs.reply(400, {"error": {"message": "bad request for key=%s" % "gw-key-5a9d3c7e"}}))
+    with client(server.url + "?key=gw-key-5a9d3c7e") as c:
+        error = failure(lambda: c.chat("Hi"))
+    assert "gw-key-5a9d3c7e" not in str(error) + repr(error) + error.message, str(error)

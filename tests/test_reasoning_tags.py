@@ -1,5 +1,6 @@
 """Reasoning written inside ``content`` as ``<think>...</think>`` (think_tags)."""
 import json
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -174,3 +175,14 @@ def test_a_stream_cut_anywhere_splits_as_the_whole_answer(content, cuts, think_t
     deltas, result = run_stream(pieces, think_tags)
     assert joined(deltas) == (expected.text, expected.reasoning)
     assert (result.text, result.reasoning) == (expected.text, expected.reasoning)
+
+
+def test_whitespace_before_anything_costs_linear_time():
+    # A model looping on newlines before its first word: the whitespace is
+    # held (a tag may still follow) without being copied again per delta.
+    deltas = ["\n" * 8] * 100_000 + ["Hi"]
+    acc = boc._Accumulator("m")
+    start = time.process_time()
+    texts = [acc.add(chunk(text)).text for text in deltas]
+    assert time.process_time() - start < 5
+    assert "".join(texts) == "".join(deltas)  # no tag: the content untouched

@@ -4,6 +4,7 @@ Every test here talks to a real socket (:mod:`wireserver`), because these are
 things ``responses`` cannot show: how a body is framed and encoded, how many
 TCP connections a client opens, and what happens to them.
 """
+import gzip
 import json
 import select
 import threading
@@ -12,6 +13,7 @@ import time
 import pytest
 
 import bor_openai_compat as boc
+import faultserver as fs
 import wireserver as ws
 from helpers import chunk, completion, open_fds, sse, text_stream
 
@@ -295,3 +297,58 @@ def test_close_from_another_thread_ends_the_loop_quietly(server):
     assert server.wait_idle(5)
     client.close()
     assert open_fds() <= before
+
+
+# -- Found in review -------------------------------------------------------------------
+
+
+def test_a_call_made_inside_the_loop_after_the_body_ended_gets_its_own_answer(fault_server):
+    # The last event has no blank line after it: the body (Content-Length) has
+    # ended and its connection is back in the pool before that event reaches
+    # the caller. A call made then reuses the connection: http.client must
+    # have seen the old response closed, or that request fails after it was sent.
+    body = (b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+            b'data: {"choices":[{"delta":{"content":"b"},"finish_reason":"stop"}]}')
+    models = b'{"data":[{"id":"m"}]}'
+
+    def stream(conn, request):
+        conn.sendall(fs.head(200, "text/event-stream", len(body)) + body)
+        return True
+
+    def listing(conn, request):
+        conn.sendall(fs.head(200, "application/json", len(models)) + models)
+        return True
+
+    fault_server.script(stream, listing)
+    client = boc.Client(fault_server.url, model="m", max_retries=0)
+    seen = []
+    for delta in client.stream("Hi"):
+        if delta.finish_reason:
+            seen = client.models()
+    assert seen == ["m"]
+    assert [r.path for r in fault_server.requests] == ["/v1/chat/completions", "/v1/models"]
+
+
+def test_the_wait_after_done_is_short_also_with_a_stream_timeout(fault_server):
+    # After [DONE] the body stays open: the loop ends after about a second,
+    # not at stream_timeout (the bound catches a wait of 30 s).
+    done = b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    fault_server.script(fs.stream([done], end=False, then=lambda: time.sleep(40)))
+    client = boc.Client(fault_server.url, model="m", stream_timeout=30)
+    start = time.monotonic()
+    with client.stream("Hi") as stream:
+        assert [d.text for d in stream] == ["hi"]
+    assert time.monotonic() - start < 10
+
+
+def test_a_compressed_body_that_is_not_sse_is_shown_decoded(fault_server):
+    page = gzip.compress(b"<html><title>Gateway says no</title></html>\n")
+
+    def script(conn, request):
+        conn.sendall(fs.head(200, "text/event-stream", len(page), extra=["Content-Encoding: gzip"]) + page)
+        return True
+
+    fault_server.script(script)
+    with pytest.raises(boc.InvalidResponse) as info:
+        boc.Client(fault_server.url, model="m").stream("Hi").result
+    assert "Gateway says no" in str(info.value)
