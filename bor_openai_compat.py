@@ -2925,8 +2925,8 @@ _SESSION_ENDERS = (ConnectionFailed, AuthenticationError)
 # over what is shown), and the bidirectional overrides that reorder a line.
 # Tab only moves forward, so it stays; newline stays where text has lines.
 _CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
-_CONTROL_IN_TEXT = re.compile("[%s]" % _CONTROLS)
-_CONTROL_IN_LINE = re.compile("[\n%s]" % _CONTROLS)
+_CONTROL_IN_TEXT = "[%s]" % _CONTROLS  # compiled on first use, not at import
+_CONTROL_IN_LINE = "[\n%s]" % _CONTROLS
 
 _CHAT_HELP = """\
 /system TEXT   set the system message (/system alone removes it)
@@ -3043,7 +3043,7 @@ def _visible(text, *, one_line=False):
     ``doctor`` check stays on its line.
     """
     text = text.replace("\r\n", "\n")
-    return (_CONTROL_IN_LINE if one_line else _CONTROL_IN_TEXT).sub(_written_out, text)
+    return re.sub(_CONTROL_IN_LINE if one_line else _CONTROL_IN_TEXT, _written_out, text)
 
 
 def _written_out(match):
