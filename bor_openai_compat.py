@@ -711,8 +711,7 @@ class Client:
         :param timeout: seconds between bytes of the answer.
         :param stream_timeout: overall seconds the call may take.
         """
-        limit = stream_timeout if stream_timeout is not None else self.stream_timeout
-        return self._models(_Call(None, None, timeout=self._timeout(timeout), limit=_seconds("stream_timeout", limit, optional=True)))
+        return self._models(_Call(None, None, timeout=self._timeout(timeout), limit=self._limit(stream_timeout)))
 
     def embed(
         self,
@@ -720,11 +719,13 @@ class Client:
         *,
         model: str | None = None,
         timeout: float | None = None,
+        stream_timeout: float | None = None,
         **params: Any,
     ) -> list:
         """Return the embedding vectors of texts, one per input, in input order.
 
         :param inputs: a string or a list of strings.
+        :param stream_timeout: overall seconds the call may take.
         :param params: go into the JSON payload as they are (``dimensions``,
             ``encoding_format="base64"``: such vectors are decoded).
         :raises EndpointNotFound: the server serves no embeddings (llama.cpp's
@@ -744,7 +745,7 @@ class Client:
             return []
         _check_params(params)
         payload = dict({"model": model, "input": list(inputs)}, **params)
-        call = _Call(_dumps(payload).encode("utf-8"), model, timeout=self._timeout(timeout), limit=self.stream_timeout)
+        call = _Call(_dumps(payload).encode("utf-8"), model, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
         call.embeddings = True
         response = self._send("POST", "/embeddings", call)
         body = _read_body(response, call, self.max_event_bytes)
@@ -777,6 +778,9 @@ class Client:
     def _timeout(self, timeout):
         return self.timeout if timeout is None else _seconds("timeout", timeout)
 
+    def _limit(self, stream_timeout):
+        return self.stream_timeout if stream_timeout is None else _seconds("stream_timeout", stream_timeout)
+
     def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
         think_tags = _think_tags(params.pop("think_tags", self.think_tags))
         schema = params.pop("schema", None)
@@ -806,14 +810,8 @@ class Client:
         text = _dumps(payload)
         del payload  # now only `urls` holds the big image texts
         body = _splice(text, urls, mark)
-        limit = stream_timeout if stream_timeout is not None else self.stream_timeout
         call = _Call(
-            body,
-            model,
-            stream=stream,
-            images=has_images,
-            timeout=self._timeout(timeout),
-            limit=_seconds("stream_timeout", limit, optional=True),
+            body, model, stream=stream, images=has_images, timeout=self._timeout(timeout), limit=self._limit(stream_timeout)
         )
         call.think_tags = think_tags
         call.schema = schema is not None
