@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import termios
+import threading
 import time
 import tracemalloc
 
@@ -98,6 +99,24 @@ def feed(chunks, client=None):
 def open_fds():
     """How many file descriptors this process has open (Linux)."""
     return len(os.listdir("/proc/self/fd"))
+
+
+class Reader(threading.Thread):
+    """Iterates a stream in a thread of its own, as a GUI's worker would."""
+
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream, self.texts, self.errors = stream, [], []
+        self.got_one = threading.Event()
+        self.start()
+
+    def run(self):
+        try:
+            for delta in self.stream:
+                self.texts.append(delta.text)
+                self.got_one.set()
+        except BaseException as exc:  # reported by the test
+            self.errors.append(exc)
 
 
 def run(call):

@@ -13,7 +13,7 @@ import pytest
 import bor_openai_compat as boc
 import faultserver as fs
 import netservers as ns
-from helpers import CANARY_KEY, chunk, completion, free_port, sse
+from helpers import CANARY_KEY, Reader, chunk, completion, free_port, sse
 
 ENV_NAMES = (
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
@@ -445,23 +445,12 @@ def test_close_from_another_thread_under_tls(certs):
     try:
         c = client(server.url, verify=certs.ca_path)
         stream = c.stream("Hi")
-        texts, errors, got_one = [], [], threading.Event()
-
-        def read():
-            try:
-                for delta in stream:
-                    texts.append(delta.text)
-                    got_one.set()
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        assert got_one.wait(5), "the first delta never arrived"
+        reader = Reader(stream)
+        assert reader.got_one.wait(5), "the first delta never arrived"
         stream.close()
         reader.join(5)
         assert not reader.is_alive(), "close() did not stop the reading thread"
-        assert errors == [] and texts == ["first"]
+        assert reader.errors == [] and reader.texts == ["first"]
         assert stream.result.text == "first"
     finally:
         release.set()

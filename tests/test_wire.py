@@ -15,7 +15,7 @@ import pytest
 import bor_openai_compat as boc
 import faultserver as fs
 import wireserver as ws
-from helpers import chunk, completion, open_fds, sse, text_stream
+from helpers import Reader, chunk, completion, open_fds, sse, text_stream
 
 MODELS = {"object": "list", "data": [{"id": "m1", "object": "model"}, {"id": "m2", "object": "model"}]}
 
@@ -272,26 +272,14 @@ def test_close_from_another_thread_ends_the_loop_quietly(server):
     client = client_for(server)
     before = open_fds()
     stream = client.stream("Hi")
-    got_one = threading.Event()
-    texts, errors = [], []
-
-    def read():
-        try:
-            for delta in stream:
-                texts.append(delta.text)
-                got_one.set()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert got_one.wait(5), "the first delta never arrived"
+    reader = Reader(stream)
+    assert reader.got_one.wait(5), "the first delta never arrived"
     time.sleep(0.05)  # let the reader block on the socket again
     stream.close()
     reader.join(5)
     assert not reader.is_alive(), "close() did not stop the reading thread"
-    assert errors == []
-    assert texts == ["first"]
+    assert reader.errors == []
+    assert reader.texts == ["first"]
     assert stream.result.text == "first" and stream.result.finish_reason is None
     assert seen_close.wait(5), "the server never saw the connection close"
     assert server.wait_idle(5)

@@ -17,20 +17,14 @@ import threading
 import time
 import zlib
 
+from faultserver import Request
+
 
 FRAMINGS = ("chunked", "length", "close")
 ENCODINGS = ("gzip", "deflate-zlib", "deflate-raw", "identity")
 
 _WBITS = {"gzip": 31, "deflate-zlib": 15, "deflate-raw": -15}
 _HEADER = {"gzip": "gzip", "deflate-zlib": "deflate", "deflate-raw": "deflate"}
-
-
-class Request:
-    def __init__(self, method, path, headers, body):
-        self.method, self.path, self.headers, self.body = method, path, headers, body
-
-    def json(self):
-        return json.loads(self.body)
 
 
 class WireServer:

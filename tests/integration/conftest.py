@@ -164,20 +164,24 @@ def llama_cpp_python_server(tiny_models, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def litellm_server(tmp_path_factory):
+def _litellm(tmp_path_factory, name, config):
     exe = shutil.which("litellm") or shutil.which("litellm", path=os.path.dirname(sys.executable))
     if not exe:
         missing("the LiteLLM proxy is not installed (pip install '.[integration]')")
     folder = tmp_path_factory.mktemp("litellm")
-    (folder / "config.yaml").write_text(LITELLM_CONFIG)
+    (folder / "config.yaml").write_text(config)
     port = free_port()
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
-    server = Server(
-        "LiteLLM proxy",
+    return Server(
+        name,
         [exe, "--config", str(folder / "config.yaml"), "--host", "127.0.0.1", "--port", str(port)],
         "http://127.0.0.1:%d/v1" % port, LITELLM_KEY, folder / "server.log", env=env, cwd=str(folder),
     )
+
+
+@pytest.fixture(scope="session")
+def litellm_server(tmp_path_factory):
+    server = _litellm(tmp_path_factory, "LiteLLM proxy", LITELLM_CONFIG)
     yield server.wait_ready("/models", 120)
     server.stop()
 
@@ -198,18 +202,7 @@ general_settings:
 def litellm_embedding_server(tmp_path_factory):
     """The LiteLLM proxy serving a mocked embedding model (a proxy of its own,
     so that the chat tests' model list stays as it is)."""
-    exe = shutil.which("litellm") or shutil.which("litellm", path=os.path.dirname(sys.executable))
-    if not exe:
-        missing("the LiteLLM proxy is not installed (pip install '.[integration]')")
-    folder = tmp_path_factory.mktemp("litellm-embed")
-    (folder / "config.yaml").write_text(LITELLM_EMBED_CONFIG)
-    port = free_port()
-    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
-    server = Server(
-        "LiteLLM proxy (embeddings)",
-        [exe, "--config", str(folder / "config.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-        "http://127.0.0.1:%d/v1" % port, LITELLM_KEY, folder / "server.log", env=env, cwd=str(folder),
-    )
+    server = _litellm(tmp_path_factory, "LiteLLM proxy (embeddings)", LITELLM_EMBED_CONFIG)
     yield server.wait_ready("/models", 120)
     server.stop()
 
