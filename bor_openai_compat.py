@@ -125,7 +125,10 @@ _MESSAGE_LIMIT = 2000  # characters of a whole message
 _SERVER_MESSAGE_LIMIT = 500  # characters of the server's message in ours
 _EXCERPT_LIMIT = 200  # characters of a body shown in a message
 _MIN_SECRET = 4  # shorter secrets are not cut out of messages: they would cut words
-_SERVER_TEXT = ("message", "body", "excerpt")  # exception fields holding server text
+# Exception fields that may hold a secret (a server's echo, a URL), scrubbed
+# as the exception is made: it may be shown after its client is gone, or in
+# another process.
+_SCRUBBED_FIELDS = ("message", "body", "excerpt", "where", "base_url", "available", "suggestion")
 _ACCEPT_ENCODING = "gzip, deflate"  # what the client itself can decode, with a bound
 _MAX_REDIRECTS = 5
 _DEFAULT_POOL_SIZE = 32  # connections kept per host: one per thread of a usual pool
@@ -152,8 +155,7 @@ class OpenAICompatError(Exception):
         for name, value in fields.items():
             if not hasattr(type(self), name):
                 raise TypeError("%s has no field %r" % (type(self).__name__, name))
-            if name in _SERVER_TEXT:
-                # Server text is kept only scrubbed, whatever path it took.
+            if name in _SCRUBBED_FIELDS:
                 value = _scrub_value(value)
             setattr(self, name, value)
 
@@ -294,9 +296,10 @@ class EndpointNotFound(APIError):
         if self.where.endswith("/embeddings"):
             return "The server serves no embeddings here (%s)." % self._what()
         text = "%s does not exist (%s). " % (self.where, self._what())
-        if re.search(r"/v\d+\w*$", self.base_url):
+        path = self.base_url.partition("?")[0]
+        if re.search(r"/v\d+\w*$", path) or "/openai/deployments/" in path:
             return text + "Check the base URL %r: it is the part before /chat/completions." % self.base_url
-        return text + "The base URL probably lacks /v1: try %r." % (self.base_url + "/v1")
+        return text + "The base URL probably lacks /v1: try %r." % _join_url(self.base_url, "/v1")
 
 
 class BadRequest(APIError):
@@ -642,6 +645,11 @@ class Client:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
+        proxies = list(session.proxies.values())
+        if session.trust_env:
+            proxies += requests.utils.getproxies().values()
+        for proxy in proxies:
+            _keep_secrets(self, _url_secrets(proxy or ""))
 
     def chat(
         self,
@@ -978,7 +986,7 @@ class Client:
         listing = _Call(None, None, timeout=min(call.timeout, 10.0))
         listing.deadline = call.deadline  # within the time left to the call
         try:
-            error.available = self._models(listing)
+            error.available = _scrub_value(self._models(listing))
         except OpenAICompatError as exc:
             log.debug("could not list the models: %s", type(exc).__name__)
             return
@@ -1347,6 +1355,10 @@ def _url_secrets(url):
     if userinfo:
         for secret in (userinfo.group(1), userinfo.group(1).partition(":")[2]):
             found += [secret, urllib.parse.unquote(secret)]
+        # As requests sends them: Basic auth, to the server or the proxy.
+        user, _, password = userinfo.group(1).partition(":")
+        plain = "%s:%s" % (urllib.parse.unquote(user), urllib.parse.unquote(password))
+        found.append(base64.b64encode(plain.encode("latin-1", "replace")).decode("ascii"))
     query = url.partition("?")[2].partition("#")[0]
     found += [value for name, value in urllib.parse.parse_qsl(query) if _is_secret_header(name)]
     return found
@@ -1818,8 +1830,8 @@ def _read_image(source, max_bytes, mime=None):
         name = repr(path)
         try:
             info = os.stat(path)
-        except OSError as exc:
-            raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise InvalidImage("cannot read the image %s: %s" % (name, getattr(exc, "strerror", None) or exc)) from exc
         if not stat.S_ISREG(info.st_mode):
             raise InvalidImage("the image %s is not a regular file" % name)
         if info.st_size > max_bytes:
@@ -2108,12 +2120,13 @@ class _Body:
         self.fp = getattr(raw, "_fp", None)
         self.sock = getattr(getattr(raw, "_connection", None), "sock", None)
         if getattr(self.fp, "chunked", False) and getattr(self.fp, "fp", None) is not None:
-            self.read1 = _Unchunker(self.fp).read1
+            self.read1 = _Unchunker(self.fp, self.on_time).read1
         elif self.fp is not None:
             self.read1 = self.fp.read1
         elif raw is not None:  # a session whose adapter is not urllib3's
             self.read1 = getattr(raw, "read1", None) or raw.read
         self.timeout = None  # the socket's own timeout, while we have shortened it
+        self.deadline = None  # of the read under way
 
     def __iter__(self):
         if self.chunks is not None:
@@ -2142,8 +2155,8 @@ class _Body:
         """
         if deadline is None:
             deadline = self.call.deadline
-        if deadline is not None:
-            self.wait_at_most(deadline - time.monotonic())
+        self.deadline = deadline
+        self.on_time()
         try:
             data = self.read1(_READ_SIZE)
         except _READ_ERRORS as exc:
@@ -2160,6 +2173,11 @@ class _Body:
         if not data and not self.cancelled:
             self.ended()
         return data
+
+    def on_time(self):
+        """Before each wait for the socket: raise Timeout past the deadline, else wait no longer than it."""
+        if self.deadline is not None:
+            self.wait_at_most(self.deadline - time.monotonic())
 
     def wait_at_most(self, seconds):
         """Shorten the socket's timeout to the time left to the call."""
@@ -2230,21 +2248,25 @@ class _Unchunker:
     chunk and the trailer, as http.client's does.
     """
 
-    def __init__(self, response):
+    def __init__(self, response, on_time):
         self.response = response  # http.client's, told when the body ended
         self.socket = response.fp  # its buffered reader of the socket
+        self.on_time = on_time  # called before each wait for the socket
         self.framing = b""  # bytes read but not yet understood (a size line cut in two)
         self.left = 0  # payload bytes left of the current chunk; -1: its CRLF is next
-        self.trailer = False  # after the last chunk: trailer lines until a blank one
+        self.trailer = 0  # after the last chunk: 1 + the bytes of trailer lines so far
         self.broken = None  # a framing error, raised once the bytes before it are out
 
     def read1(self, size):
-        pieces = []
+        pieces, first = [], True
         while not pieces:
             if self.broken is not None:
                 raise self.broken
             if self.response.fp is None:
                 return b""  # the body has ended
+            if not first:
+                self.on_time()
+            first = False
             data = self.socket.read1(size)
             if not data:
                 raise http.client.IncompleteRead(b"")
@@ -2283,12 +2305,15 @@ class _Unchunker:
                     self.response._close_conn()  # the body has ended; the connection may be reused
                     self.framing = b""
                     return
+                self.trailer += len(line)
+                if self.trailer > 4096:
+                    raise http.client.HTTPException("a trailer of more than 4 KiB after the last chunk")
                 continue
             digits = line.split(b";", 1)[0].strip()
             if not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
                 raise http.client.HTTPException("a chunk size that is not a hex number: %r" % line[:40])
             self.left = int(digits, 16)
-            self.trailer = not self.left
+            self.trailer = int(not self.left)
         self.framing = buf[pos:]
 
 
@@ -2310,8 +2335,13 @@ class _Decoder:
     def __init__(self, encoding):
         self.encoding = encoding
         self.zlib = None
+        self.lead = b""  # deflate's first byte, until the second says which kind it is
 
     def feed(self, data):
+        if self.encoding == "deflate" and self.zlib is None and len(self.lead + data) < 2:
+            self.lead += data
+            return
+        data, self.lead = self.lead + data, b""
         try:
             while data:
                 if self.zlib is None:
@@ -2550,7 +2580,9 @@ class _Accumulator:
     def __init__(self, model, think_tags=None):
         self.model = model
         self.index = None  # the choice followed
+        self.think_tags = think_tags
         self.splitter = None if think_tags is False else _ThinkSplitter(think_tags)
+        self.others = {}  # the splitters of the other choices, by index
         self.texts = []
         self.reasonings = []
         self.calls = _ToolCalls()
@@ -2593,10 +2625,14 @@ class _Accumulator:
                 finish = choice.get("finish_reason")
                 if index != self.index:
                     if self.index is not None and index > self.index:
+                        if self.think_tags is not False:
+                            splitter = self.others.setdefault(index, _ThinkSplitter(self.think_tags))
+                            if splitter is not None:
+                                text, reasoning, self.others[index] = _split(splitter, text, reasoning, finish)
                         return StreamDelta(text, reasoning, calls, finish, chunk.get("usage"), chunk, index)
                     self._follow(index)
                 if self.splitter is not None:
-                    text, reasoning = self._split(text, reasoning, finish)
+                    text, reasoning, self.splitter = _split(self.splitter, text, reasoning, finish)
                 logprobs = choice.get("logprobs")
                 if logprobs:
                     self._add_logprobs(logprobs)
@@ -2642,17 +2678,6 @@ class _Accumulator:
                 self.logprobs = []
             self.logprobs.extend(entries)
 
-    def _split(self, text, reasoning, finish):
-        """Move ``<think>`` reasoning out of a content delta (see _ThinkSplitter)."""
-        splitter = self.splitter
-        text, thought = splitter.feed(text)
-        if finish:  # the end of the answer: nothing can become a tag any more
-            held_text, held_thought = splitter.flush()
-            text, thought = text + held_text, thought + held_thought
-        if splitter.done:
-            self.splitter = None  # the rest is answer: later deltas cost nothing
-        return text, reasoning + thought if thought else reasoning
-
     def result(self):
         text, reasoning = self.text(), "".join(self.reasonings)
         if self.splitter is not None:  # a stream that stopped inside a tag
@@ -2689,6 +2714,18 @@ class _Accumulator:
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
+
+
+def _split(splitter, text, reasoning, finish):
+    """(text, reasoning, the splitter or None once done) of a content delta (see _ThinkSplitter).
+
+    A splitter that is done is dropped: the rest of the answer costs nothing.
+    """
+    text, thought = splitter.feed(text)
+    if finish:  # the end of the answer: nothing can become a tag any more
+        held_text, held_thought = splitter.flush()
+        text, thought = text + held_text, thought + held_thought
+    return text, reasoning + thought if thought else reasoning, None if splitter.done else splitter
 
 
 class _ThinkSplitter:
@@ -2828,15 +2865,18 @@ def _embeddings(data, count, url):
             excerpt=_json_text(data),
         )
     try:
-        items = sorted(items, key=lambda item: item["index"]) if all("index" in i for i in items) else items
+        if all("index" in item for item in items):
+            if sorted(item["index"] for item in items) != list(range(count)):
+                raise ValueError("the indexes are not 0 to %d, once each" % (count - 1))
+            items = sorted(items, key=lambda item: item["index"])
         vectors = []
         for item in items:
             vector = item["embedding"]
             if isinstance(vector, str):  # encoding_format="base64": float32, little-endian
                 raw = base64.b64decode(vector)
                 vector = list(struct.unpack("<%df" % (len(raw) // 4), raw))
-            elif not isinstance(vector, list):
-                raise TypeError("an embedding is a %s" % type(vector).__name__)
+            elif not isinstance(vector, list) or not all(x.__class__ in (float, int) for x in vector):
+                raise TypeError("an embedding is not a list of numbers")
             vectors.append(vector)
     except (TypeError, LookupError, ValueError, struct.error) as exc:
         raise InvalidResponse(
@@ -3091,7 +3131,7 @@ class _Output:
             self.write("\n")
 
     def write(self, text, *, dim=False):
-        if not text:
+        if not text or self.stream is None:  # None: started with the descriptor closed
             return
         self.at_line_start = text.endswith("\n")
         if dim:
@@ -3108,13 +3148,17 @@ def _cli_chat(client, args, out, err):
     chat = _Chat(client, args, out, err)
     prompt = args.prompt
     if prompt == "-" or (prompt is None and not args.interactive):
+        if sys.stdin is None:  # started with the descriptor closed
+            raise ConfigurationError("no prompt: give one, or - with the prompt on stdin")
         prompt = sys.stdin.read()
     if args.interactive:
         return chat.converse(prompt)
     if args.json:
         result = client.chat(chat.messages(chat.user_message(prompt)), model=chat.model, **chat.params)
-        # JSON escapes control characters itself; only the encoding can fail.
-        out.write(json.dumps(result.raw, indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(result.raw, indent=2, ensure_ascii=False)
+        if out.tty:  # JSON escapes C0 controls itself; C1 and bidi ones too here, still as JSON
+            text = re.sub(_CONTROL_IN_TEXT, lambda match: "\\u%04x" % ord(match.group()), text)
+        out.write(text + "\n")
         return 0
     chat.ask(chat.user_message(prompt))
     return 0

@@ -111,3 +111,18 @@ def test_chat_with_n_2_returns_choice_0(mocked, client, order):
     result = client.chat("Hi", n=2)
     assert result.text == "zero" and result.finish_reason == "stop"
     assert json.loads(mocked.calls[0].request.body)["n"] == 2
+
+
+def test_think_tags_are_split_in_every_choice():
+    def ch(i, content=None, finish=None):
+        delta = {"content": content} if content is not None else {}
+        return {"choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
+
+    body = sse(ch(0, "<think>r0</think>A0"), ch(1, "<th"), ch(1, "ink>r1</think>A1"), ch(0, finish="stop"),
+               ch(1, finish="stop"))
+    deltas = list(feed([body]))
+    by_index = {}
+    for d in deltas:
+        text, reasoning = by_index.get(d.index, ("", ""))
+        by_index[d.index] = (text + d.text, reasoning + d.reasoning)
+    assert by_index == {0: ("A0", "r0"), 1: ("A1", "r1")}

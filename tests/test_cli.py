@@ -1,4 +1,5 @@
 """The command line: chat, models and doctor, in-process against mocks."""
+import io
 import json
 import os
 import signal
@@ -409,3 +410,33 @@ def test_stream_timeout_bounds_doctor_and_models(fault_server, capsys, command):
     assert code in (1, 4), out + err
     assert "stream_timeout=0.5s" in out + err
     assert time.monotonic() - start < 10
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_json_on_a_terminal_shows_c1_and_bidi_controls_escaped(mocked, env, monkeypatch):
+    text = "a\x9b31m b\u202e c\x9d0;title\x07"
+    mocked.post(URL, json=completion(text))
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    assert boc.main(["chat", "--json", "hi"]) == 0
+    shown = screen.getvalue()
+    assert not any(ch in shown for ch in "\x9b\u202e\x9d\x07"), repr(shown)
+    assert json.loads(shown)["choices"][0]["message"]["content"] == text  # still the JSON sent
+
+
+def test_an_image_path_with_a_nul_is_one_line(mocked, env, capsys):
+    code, out, err = run(capsys, "chat", "--image", "a\x00b.png", "hi")
+    assert code == 2 and "cannot read the image" in err and "Traceback" not in err
+
+
+def test_closed_stdin_or_stdout_end_without_a_traceback(mocked, env, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", None)
+    code, out, err = run(capsys, "chat", "-")
+    assert code == 2 and "no prompt" in err
+    mocked.get(BASE + "/models", json={"data": [{"id": "m"}]})
+    monkeypatch.setattr(sys, "stdout", None)
+    assert boc.main(["models"]) == 0

@@ -113,3 +113,14 @@ def test_error_in_a_200_body(mocked, client):
     mocked.get(BASE + "/models", json={"data": []})
     with pytest.raises(boc.UnknownModel):
         client.embed("x", model="x")
+
+
+@pytest.mark.parametrize("data", [
+    [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [2.0]}],
+    [{"index": 0, "embedding": [1.0]}, {"index": 5, "embedding": [2.0]}],
+    [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": ["x"]}],
+], ids=["index-twice", "index-out-of-range", "not-numbers"])
+def test_embeddings_of_a_broken_shape_are_invalid(mocked, data):
+    mocked.post(BASE + "/embeddings", json={"object": "list", "data": data})
+    with pytest.raises(boc.InvalidResponse):
+        boc.Client(BASE, model="m").embed(["a", "b"])

@@ -254,3 +254,15 @@ def test_no_retry_past_the_stream_timeout(mocked):
     with pytest.raises(boc.ServerError):
         boc.Client(BASE, model="m", max_retries=3).chat("Hi", stream_timeout=1)
     assert time.monotonic() - start < 1 and len(mocked.calls) == 1
+
+
+def test_a_missing_path_under_a_base_url_with_a_query_is_advised_rightly(mocked):
+    # Azure's deployment URL with ?api-version=: no "/v1" advice, and never one
+    # appended after the query.
+    base = "https://x.openai.azure.com/openai/deployments/gpt4o?api-version=2024-10-21"
+    mocked.post("https://x.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21",
+                status=404, json={"error": {"code": "404", "message": "Resource not found"}})
+    with pytest.raises(boc.EndpointNotFound) as info:
+        boc.Client(base, model="m", max_retries=0).chat("Hi")
+    assert "api-version=2024-10-21/v1" not in str(info.value)
+    assert "Check the base URL" in str(info.value)

@@ -483,3 +483,24 @@ def test_a_key_in_the_base_url_query_is_a_secret(server):
     with client(server.url + "?key=gw-key-5a9d3c7e") as c:
         error = failure(lambda: c.chat("Hi"))
     assert "gw-key-5a9d3c7e" not in str(error) + repr(error) + error.message, str(error)
+
+
+def test_proxy_credentials_echoed_in_an_error_answer_never_show(monkeypatch):
+    # A proxy (or the upstream behind it) answering an HTTP error that echoes
+    # the proxy's URL and the Proxy-Authorization it got.
+    def echo(conn, request):
+        message = "upstream failed via %s; got %s" % (proxy_url, request.headers.get("proxy-authorization"))
+        return fs.reply(502, {"error": {"message": message}})(conn, request)
+
+    proxy = ns.Server(echo)
+    proxy_url = "http://bob:%s@127.0.0.1:%d" % (PROXY_SECRET, proxy.port)
+    try:
+        set_proxy(monkeypatch, proxy_url)
+        with client("http://llm.test/v1") as c:
+            error = failure(lambda: c.chat("Hi"))
+        basic = base64.b64encode(("bob:" + PROXY_SECRET).encode()).decode()
+        shown = str(error) + repr(error) + error.message + str(error.body)
+        assert isinstance(error, boc.ServerError)
+        assert PROXY_SECRET not in shown and basic not in shown, shown
+    finally:
+        proxy.close()

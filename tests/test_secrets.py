@@ -1,13 +1,18 @@
 """Secrets never show (issue 13): a server that echoes what it was sent cannot
 put the API key, a URL password or a secret header into an exception's str(),
 repr(), .message, .body, .partial or a DEBUG log record of our logger."""
+import base64
+import gc
 import json
 import logging
+import pickle
+import weakref
 
 import pytest
 import requests
 
 import bor_openai_compat as boc
+import faultserver as fs
 import hostile as h
 from helpers import CANARY_KEY, assert_hidden, chunk, consume, free_port, run, sse, visible
 
@@ -183,3 +188,43 @@ def test_the_key_is_scrubbed_inside_json_values_of_body(fault_server, make_clien
     error, _ = run(lambda: make_client(max_retries=0).chat("Hi"))
     assert isinstance(error, boc.AuthenticationError)
     assert error.body["error"]["details"][0]["seen"] == "Bearer ***"
+
+
+# -- Found by an attack on the README's promises ---------------------------------
+
+
+def test_basic_auth_from_the_base_url_echoed_back_never_shows(fault_server):
+    # requests sends credentials in the URL as Basic base64(user:password).
+    password = "hunter2-very-secret-pw"
+
+    def echo(conn, request):
+        auth = request.headers.get("authorization", "")
+        return fs.reply(401, {"error": {"message": "bad credentials in header: " + auth}})(conn, request)
+
+    fault_server.script(echo)
+    client = boc.Client(fault_server.url.replace("http://", "http://alice:%s@" % password), model="m")
+    error, _ = run(lambda: client.chat("Hi"))
+    basic = base64.b64encode(("alice:" + password).encode()).decode()
+    assert isinstance(error, boc.AuthenticationError)
+    for secret in (password, basic):
+        assert secret not in str(error) + repr(error) + error.message + json.dumps(error.body)
+
+
+def test_an_error_keeps_its_secrets_cut_after_its_client_is_gone(fault_server):
+    # The secrets of a client are known while it lives; an error shown later,
+    # or pickled to another process, was scrubbed as it was made.
+    fault_server.script(fs.reply(404, {"error": {"message": "Not Found"}}))
+
+    def failed_call():
+        client = boc.Client(fault_server.url + "?api-key=" + CANARY_KEY, api_key=CANARY_KEY, model="m")
+        try:
+            client.chat("Hi")
+        except boc.OpenAICompatError as exc:
+            return exc.with_traceback(None), weakref.ref(client)
+
+    error, client = failed_call()
+    gc.collect()
+    assert client() is None
+    data = pickle.dumps(error)
+    assert CANARY_KEY.encode() not in data
+    assert CANARY_KEY not in str(error) + repr(error) + str(pickle.loads(data))

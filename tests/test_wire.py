@@ -9,6 +9,7 @@ import json
 import select
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -340,3 +341,40 @@ def test_a_compressed_body_that_is_not_sse_is_shown_decoded(fault_server):
     with pytest.raises(boc.InvalidResponse) as info:
         boc.Client(fault_server.url, model="m").stream("Hi").result
     assert "Gateway says no" in str(info.value)
+
+
+def test_deflate_whose_first_read_is_one_byte_decodes():
+    # Which deflate it is (zlib-wrapped or raw) is told by two bytes; a proxy
+    # that flushes byte by byte may deliver only one first.
+    body = sse(chunk("Hello"), chunk(finish="stop"))
+    for wrapped in (zlib.compress(body), zlib.compress(body)[2:-4]):  # zlib, then raw deflate
+        decoder = boc._Decoder("deflate")
+        out = b"".join(list(decoder.feed(wrapped[:1])) + list(decoder.feed(wrapped[1:])) + [decoder.flush()])
+        assert out == body
+
+
+def test_a_trailer_that_never_ends_is_bounded(fault_server):
+    # After the last chunk, trailer lines trickle: stream_timeout still holds,
+    # and a stream still ends soon after [DONE].
+    def trickle(body, ctype):
+        def script(conn, request):
+            conn.sendall(fs.head(200, ctype, chunked=True))
+            conn.sendall(b"%x\r\n%s\r\n0\r\n" % (len(body), body))
+            try:
+                for i in range(200):
+                    conn.sendall(b"X-T: %d\r\n" % i)
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            return False
+
+        return script
+
+    fault_server.script(trickle(sse(chunk("hi", finish="stop")), "text/event-stream"),
+                        trickle(json.dumps(completion("hi")).encode(), "application/json"))
+    client = boc.Client(fault_server.url, model="m", stream_timeout=1, max_retries=0)
+    start = time.monotonic()
+    assert client.stream("Hi").result.text == "hi"
+    with pytest.raises(boc.Timeout):
+        client.chat("Hi")  # the answer's end never comes
+    assert time.monotonic() - start < 8
