@@ -500,7 +500,8 @@ class ChatResult:
         try:
             return _loads(text)
         except ValueError as exc:
-            raise InvalidResponse("the answer is not JSON (%s)" % exc, excerpt=self.text.strip()[:80] or "(empty)") from exc
+            excerpt = self.text.strip()[:80] or "(empty)"
+            raise InvalidResponse("the answer is not JSON (%s)" % exc, excerpt=excerpt) from exc
 
     def to_message(self, *, reasoning: bool = False) -> dict:
         """The assistant message to append, with ``reasoning_content`` if asked.
@@ -753,7 +754,8 @@ class Client:
             return []
         _check_params(params)
         payload = dict({"model": model, "input": list(inputs)}, **params)
-        call = _Call(_dumps(payload).encode("utf-8"), model, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
+        body = _dumps(payload).encode("utf-8")
+        call = _Call(body, model, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
         call.embeddings = True
         response = self._send("POST", "/embeddings", call)
         body = _read_body(response, call, self.max_event_bytes)
@@ -819,7 +821,12 @@ class Client:
         del payload  # now only `urls` holds the big image texts
         body = _splice(text, urls, mark)
         call = _Call(
-            body, model, stream=stream, images=has_images, timeout=self._timeout(timeout), limit=self._limit(stream_timeout)
+            body,
+            model,
+            stream=stream,
+            images=has_images,
+            timeout=self._timeout(timeout),
+            limit=self._limit(stream_timeout),
         )
         call.think_tags = think_tags
         call.schema = schema is not None
@@ -874,7 +881,8 @@ class Client:
                 )
             except _REQUEST_ERRORS as exc:
                 error = _network_error(exc, url, connect, read, self._proxy_for(url))
-                if isinstance(error, Timeout) and call.deadline is not None and time.monotonic() >= call.deadline - 0.01:
+                late = call.deadline is not None and time.monotonic() >= call.deadline - 0.01
+                if isinstance(error, Timeout) and late:
                     error = Timeout("the call took longer than stream_timeout=%ss (%s)" % (call.limit, error.detail))
                 raise error from exc
             if not response.is_redirect:
@@ -1042,7 +1050,8 @@ class ChatStream:
         self.close()
 
     def __repr__(self) -> str:
-        return _finish("ChatStream(model=%r, text_so_far=%r)" % (self.model, _finish(self._acc.text(), 40)), _MESSAGE_LIMIT)
+        text = "ChatStream(model=%r, text_so_far=%r)" % (self.model, _finish(self._acc.text(), 40))
+        return _finish(text, _MESSAGE_LIMIT)
 
 
 def build_chat_payload(
@@ -1257,7 +1266,9 @@ def _check_params(params):
         try:
             json.dumps(value, allow_nan=False)
         except ValueError:
-            raise ConfigurationError("the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name) from None
+            raise ConfigurationError(
+                "the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name
+            ) from None
 
 
 def _think_tags(value):
@@ -1278,7 +1289,9 @@ def _normalize_base_url(url):
         )
     url = url.strip()
     if "#" in url:
-        raise ConfigurationError("the base URL %r has a fragment (#...), which is never sent: remove it" % _safe_url(url))
+        raise ConfigurationError(
+            "the base URL %r has a fragment (#...), which is never sent: remove it" % _safe_url(url)
+        )
     path, mark, query = url.partition("?")
     path = path.rstrip("/")
     if path.endswith("/chat/completions"):
@@ -1459,7 +1472,8 @@ def _redirect(response, method, url, headers, seen):
         path = urllib.parse.urlsplit(url).path
         endpoint = next((e for e in ("/chat/completions", "/embeddings") if path.endswith(e)), "")
         moved = urllib.parse.urlsplit(target)
-        base = moved._replace(path=moved.path[: len(moved.path) - len(endpoint)] if moved.path.endswith(endpoint) else moved.path)
+        path = moved.path[: len(moved.path) - len(endpoint)] if moved.path.endswith(endpoint) else moved.path
+        base = moved._replace(path=path)
         raise ConfigurationError(
             "%s moved to %s (HTTP %s), where a POST would become a GET without its body: "
             "use the base URL %r" % (where, _safe_url(target), status, _safe_url(base.geturl()))
@@ -1494,7 +1508,9 @@ def _cause(exc, kind):
 
 # What sending a request may raise below us: requests' own errors, and what
 # slips past them (a broken redirect body, an invalid Location).
-_REQUEST_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
+_REQUEST_ERRORS = (
+    requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError
+)
 # What reading a body may raise: a reset, a bad chunk size, a timeout.
 _READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, ArithmeticError)
 
@@ -1718,7 +1734,8 @@ def _keep_secrets(owner, values):
     forms = set()
     for value in values:
         if value and len(value) >= _MIN_SECRET:
-            forms.update((value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]))
+            quoted = urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]
+            forms.update((value,) + quoted)
     if forms:
         with _SECRETS_LOCK:
             _SECRETS[owner] = _SECRETS.get(owner, frozenset()) | forms
@@ -2036,7 +2053,9 @@ def _error_class(status, message, code, kind, param, call):
 
 # DeepSeek: 400 "Missing `reasoning_content` field in the assistant message at
 # message index 2" (https://api-docs.deepseek.com/guides/thinking_mode#tool-calls).
-_REASONING_MISSING = r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missing|required)|missing\W{0,3}\s*reasoning_content"
+_REASONING_MISSING = (
+    r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missing|required)|missing\W{0,3}\s*reasoning_content"
+)
 _SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
 
 
@@ -2309,10 +2328,13 @@ class _Unchunker:
                 if self.trailer > 4096:
                     raise http.client.HTTPException("a trailer of more than 4 KiB after the last chunk")
                 continue
-            digits = line.split(b";", 1)[0].strip()
-            if not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
-                raise http.client.HTTPException("a chunk size that is not a hex number: %r" % line[:40])
-            self.left = int(digits, 16)
+            digits = line.partition(b";")[0].strip()
+            try:
+                if not digits.isalnum() or len(digits) > 16:  # no sign, no space, no overflow
+                    raise ValueError
+                self.left = int(digits, 16)
+            except ValueError:
+                raise http.client.HTTPException("a chunk size that is not a hex number: %r" % line[:40]) from None
             self.trailer = int(not self.left)
         self.framing = buf[pos:]
 
@@ -2392,7 +2414,9 @@ def _deltas(body, acc, response, client, call, limit):
                 raise InvalidResponse(
                     "the stream sent an event that is not JSON (%s)" % exc, excerpt=data[: _MESSAGE_LIMIT * 4]
                 ) from exc
-            if event.event == "error" or _error_in(chunk):
+            # _error_in(chunk), written out on this hot path:
+            failed = chunk.__class__ is dict and (chunk.get("error") or chunk.get("object") == "error")
+            if failed or event.event == "error":
                 if chunk.__class__ is dict and chunk.get("choices"):
                     acc.add(chunk)  # OpenRouter puts the error beside a last delta
                 raise _error_event(chunk, client, call)
@@ -2507,18 +2531,20 @@ def _event_blocks(chunks, body, limit):
             pending, size = [], 0
             data = data[1:]
         events = data.split(b"\n\n")
-        for event in events[:-1]:
-            if size + len(event) > limit:
+        last = events.pop()
+        for event in events:
+            if pending:
+                pending.append(event)
+                event, pending, size = b"".join(pending), [], 0
+            if len(event) > limit:
                 raise _too_large(limit)
-            pending.append(event)
-            pending.append(b"\n\n")
-            yield _whole_event(pending)
-            pending, size = [], 0
-        if events[-1]:
-            size += len(events[-1])
+            plain = event.isascii() and event[:6] != b"error:" and event.count(b"\n") <= _MANY_LINES
+            yield event if plain else _whole_event((event,))
+        if last:
+            size += len(last)
             if size > limit:
                 raise _too_large(limit)
-            pending.append(events[-1])
+            pending.append(last)
     if pending and b"".join(pending).strip():
         # An unterminated last event is offered too: cut JSON fails to parse.
         body.tail = True
@@ -2618,10 +2644,11 @@ class _Accumulator:
                 text = delta.get("content") or ""
                 if text.__class__ is not str:
                     text = _content_text(text)
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-                if reasoning.__class__ is not str:
-                    reasoning = _content_text(reasoning)
-                calls = delta.get("tool_calls") or ()
+                if len(delta) > 1 or not text:  # more than the usual content
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                    if reasoning.__class__ is not str:
+                        reasoning = _content_text(reasoning)
+                    calls = delta.get("tool_calls") or ()
                 finish = choice.get("finish_reason")
                 if index != self.index:
                     if self.index is not None and index > self.index:
@@ -3436,7 +3463,8 @@ class _Doctor:
         if error is not None:
             self.say(False, "GET /models failed: %s" % error)
             return []
-        self.say(True, "the path is right (GET /models lists %d model%s)" % (len(served), "" if len(served) == 1 else "s"))
+        plural = "" if len(served) == 1 else "s"
+        self.say(True, "the path is right (GET /models lists %d model%s)" % (len(served), plural))
         self.say(True, self.check_key(client))
         return served
 
@@ -3446,7 +3474,12 @@ class _Doctor:
             return "the server asked for no key"
         # "" rather than None: no key at all, not the one from the environment.
         keyless = Client(
-            client.base_url, "", client.model, timeout=self.args.timeout, stream_timeout=client.stream_timeout, max_retries=0
+            client.base_url,
+            "",
+            client.model,
+            timeout=self.args.timeout,
+            stream_timeout=client.stream_timeout,
+            max_retries=0,
         )
         try:
             keyless.models()
