@@ -128,19 +128,24 @@ def llama_server(tiny_models, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def single_llama(tiny_models, tmp_path):
-    """A llama-server of this test's own, serving one model, to be killed."""
+def _one_model_llama(name, model, folder, *options, context=4096):
+    """A llama-server serving one model file, with ``options`` of its own."""
     binary = llama_server_binary()
     if not binary:
         missing("llama-server is not built (run .ci/build-llama-server)")
     port = free_port()
-    server = Server(
-        "llama-server (single model)",
-        [binary, "-m", str(tiny_models / "tiny-chat.gguf"), "--host", "127.0.0.1", "--port", str(port),
-         "--no-webui", "-c", "4096", "-t", "1", "-np", "1"],
-        "http://127.0.0.1:%d/v1" % port, "", tmp_path / "server.log",
+    return Server(
+        name,
+        [binary, "-m", str(model), *options, "--host", "127.0.0.1", "--port", str(port),
+         "--no-webui", "-c", str(context), "-t", "1", "-np", "1"],
+        "http://127.0.0.1:%d/v1" % port, "", folder / "server.log",
     )
+
+
+@pytest.fixture
+def single_llama(tiny_models, tmp_path):
+    """A llama-server of this test's own, serving one model, to be killed."""
+    server = _one_model_llama("llama-server (single model)", tiny_models / "tiny-chat.gguf", tmp_path)
     yield server.wait_ready("/models", 60)
     server.stop()
 
@@ -210,15 +215,9 @@ def litellm_embedding_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def llama_embedding_server(tiny_models, tmp_path_factory):
     """llama-server with embeddings on (the OpenAI route refuses pooling 'none')."""
-    binary = llama_server_binary()
-    if not binary:
-        missing("llama-server is not built (run .ci/build-llama-server)")
-    port = free_port()
-    server = Server(
-        "llama-server (embeddings)",
-        [binary, "-m", str(tiny_models / "tiny-chat.gguf"), "--embeddings", "--pooling", "mean",
-         "--host", "127.0.0.1", "--port", str(port), "--no-webui", "-c", "512", "-t", "1", "-np", "1"],
-        "http://127.0.0.1:%d/v1" % port, "", tmp_path_factory.mktemp("llama-embed") / "server.log",
+    server = _one_model_llama(
+        "llama-server (embeddings)", tiny_models / "tiny-chat.gguf", tmp_path_factory.mktemp("llama-embed"),
+        "--embeddings", "--pooling", "mean", context=512,
     )
     yield server.wait_ready("/models", 60)
     server.stop()
@@ -232,8 +231,7 @@ def llama_plain_server(tmp_path_factory):
     template's generation prompt; the usual tiny model's tokenizer puts a "▁"
     after <|im_start|>, which that grammar does not allow.
     """
-    binary = llama_server_binary()
-    if not binary:
+    if not llama_server_binary():
         missing("llama-server is not built (run .ci/build-llama-server)")
     try:
         from tinymodel import write_model
@@ -241,12 +239,6 @@ def llama_plain_server(tmp_path_factory):
         missing("the model writer needs %s (pip install '.[integration]')" % exc.name)
     folder = tmp_path_factory.mktemp("llama-plain")
     write_model(folder / "tiny-plain.gguf", seed=1, space_prefix=False)
-    port = free_port()
-    server = Server(
-        "llama-server (no space prefix)",
-        [binary, "-m", str(folder / "tiny-plain.gguf"), "--host", "127.0.0.1", "--port", str(port),
-         "--no-webui", "-c", "2048", "-t", "1", "-np", "1"],
-        "http://127.0.0.1:%d/v1" % port, "", folder / "server.log",
-    )
+    server = _one_model_llama("llama-server (no space prefix)", folder / "tiny-plain.gguf", folder, context=2048)
     yield server.wait_ready("/models", 60)
     server.stop()
