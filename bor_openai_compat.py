@@ -642,7 +642,7 @@ class Client:
         self._own_session = session is None
         if session is None:
             session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=_count("pool_size", pool_size, 1))
+            adapter = _Adapter(pool_maxsize=_count("pool_size", pool_size, 1))
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
@@ -863,28 +863,33 @@ class Client:
         seen = [url]
         while True:
             log.debug("%s %s", method, _safe_url(url))
+            watchdog = _Watchdog(call.deadline)
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    data=call.body,
-                    headers=headers,
-                    timeout=(connect, read),
-                    stream=True,
-                    allow_redirects=False,
-                    verify=self.verify,
-                    # A server on this machine is never reached through a proxy.
-                    proxies=dict(_NO_PROXIES) if _is_loopback(url) else None,  # requests fills it in
-                    # With a key, our Authorization header is what is sent: not
-                    # ~/.netrc's, nor Basic from credentials in the URL.
-                    auth=_as_given if self._api_key else None,
-                )
+                with watchdog:
+                    response = self.session.request(
+                        method,
+                        url,
+                        data=call.body,
+                        headers=headers,
+                        timeout=(connect, read),
+                        stream=True,
+                        allow_redirects=False,
+                        verify=self.verify,
+                        # A server on this machine is never reached through a proxy.
+                        proxies=dict(_NO_PROXIES) if _is_loopback(url) else None,  # requests fills it in
+                        # With a key, our Authorization header is what is sent: not
+                        # ~/.netrc's, nor Basic from credentials in the URL.
+                        auth=_as_given if self._api_key else None,
+                    )
             except _REQUEST_ERRORS as exc:
                 error = _network_error(exc, url, connect, read, self._proxy_for(url))
                 late = call.deadline is not None and time.monotonic() >= call.deadline - 0.01
-                if isinstance(error, Timeout) and late:
+                if watchdog.fired or isinstance(error, Timeout) and late:
                     error = Timeout("the call took longer than stream_timeout=%ss (%s)" % (call.limit, error.detail))
                 raise error from exc
+            if watchdog.fired:  # it fired as the answer began: its socket is shut
+                response.close()
+                raise Timeout("the call took longer than stream_timeout=%ss" % call.limit)
             if not response.is_redirect:
                 break
             url, headers = _redirect(response, method, url, headers, seen)
@@ -1422,6 +1427,80 @@ def _is_loopback(url):
 
 
 # -- Internals: the network --------------------------------------------------
+
+_inflight = threading.local()  # the watchdog of the request this thread is making
+
+
+class _Watchdog:
+    """Shuts the socket of a request whose answer has not begun by the call's deadline.
+
+    Each read waits no longer than the time left, but a server that trickles
+    its status line and headers makes many reads; this bounds them all. It
+    learns the request's connection from the pools of :class:`_Adapter`
+    (a caller's own session goes without it).
+    """
+
+    def __init__(self, deadline):
+        self.deadline = deadline
+        self.conn = None  # set by _Watched._get_conn
+        self.fired = False
+        self.over = False  # the answer has begun: too late to fire
+        self.lock = threading.Lock()
+        self.timer = None
+
+    def __enter__(self):
+        if self.deadline is not None:
+            _inflight.watchdog = self
+            self.timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self.fire)
+            self.timer.daemon = True
+            self.timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.timer is not None:
+            _inflight.watchdog = None
+            self.timer.cancel()
+            with self.lock:
+                self.over = True
+
+    def fire(self):
+        with self.lock:
+            sock = getattr(self.conn, "sock", None)
+            if self.over or sock is None:  # not connected yet: connect_timeout bounds that
+                return
+            self.fired = True
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Watched:
+    """A connection pool that tells the watchdog of this thread's request its connection."""
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        watchdog = getattr(_inflight, "watchdog", None)
+        if watchdog is not None:
+            watchdog.conn = conn
+        return conn
+
+
+class _HTTPPool(_Watched, urllib3.connectionpool.HTTPConnectionPool):
+    pass
+
+
+class _HTTPSPool(_Watched, urllib3.connectionpool.HTTPSConnectionPool):
+    pass
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with pools whose requests a watchdog can stop."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
 
 
 def _as_given(request):

@@ -4,6 +4,7 @@ memory (max_event_bytes, bounded decompression). The server sends gigabytes
 lazily, never held; each case has a generous hang guard."""
 import json
 import socket
+import time
 
 import pytest
 
@@ -204,3 +205,26 @@ def test_an_event_of_many_data_lines_costs_linear_time(split):
     # The joined data is what a parser following the spec gets:
     parsed = list(boc._SSEClient(iter([boc._whole_event((lines,))])).events())
     assert [e.data for e in parsed] == [text]
+
+
+@pytest.mark.parametrize("call", ["chat", "stream", "models"])
+def test_stream_timeout_bounds_headers_that_trickle(fault_server, call):
+    # Each read waits no longer than the time left, yet a header line every
+    # 0.1 s would make reads for minutes: the call still ends at its deadline.
+    def trickle(conn, request):
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        try:
+            for i in range(600):
+                time.sleep(0.1)
+                conn.sendall(b"X-A%d: b\r\n" % (i % 90) if i < 90 else b"x")
+        except OSError:
+            pass
+        return False
+
+    fault_server.script(trickle)
+    client = boc.Client(fault_server.url, model="m", stream_timeout=1, timeout=5, max_retries=0)
+    calls = {"chat": lambda: client.chat("Hi"), "stream": lambda: client.stream("Hi"), "models": client.models}
+    outcome, took = run(calls[call])
+    assert isinstance(outcome, boc.Timeout), outcome
+    assert "stream_timeout=1" in str(outcome)
+    assert took < 8
