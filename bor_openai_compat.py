@@ -858,7 +858,7 @@ class Client:
         if call.deadline is not None:
             left = call.deadline - time.monotonic()
             if left <= 0:
-                raise Timeout("the call took longer than stream_timeout=%ss" % call.limit)
+                raise _overtime(call)
             connect, read = min(connect, left), min(read, left)
         seen = [url]
         while True:
@@ -885,11 +885,11 @@ class Client:
                 error = _network_error(exc, url, connect, read, self._proxy_for(url))
                 late = call.deadline is not None and time.monotonic() >= call.deadline - 0.01
                 if watchdog.fired or isinstance(error, Timeout) and late:
-                    error = Timeout("the call took longer than stream_timeout=%ss (%s)" % (call.limit, error.detail))
+                    error = _overtime(call, error.detail)
                 raise error from exc
             if watchdog.fired:  # it fired as the answer began: its socket is shut
                 response.close()
-                raise Timeout("the call took longer than stream_timeout=%ss" % call.limit)
+                raise _overtime(call)
             if not response.is_redirect:
                 break
             url, headers = _redirect(response, method, url, headers, seen)
@@ -1789,9 +1789,10 @@ def _page_text(text):
     return text.strip()
 
 
-def _clip(text, limit=_EXCERPT_LIMIT):
-    """Text shortened for a message, secrets cut out (the command line uses it too)."""
-    return _finish(text, limit)
+def _overtime(call, detail=None):
+    """The Timeout of a call that ran past its ``stream_timeout``."""
+    text = "the call took longer than stream_timeout=%ss" % call.limit
+    return Timeout(text + " (%s)" % detail if detail else text)
 
 
 def _text(body):
@@ -2262,7 +2263,7 @@ class _Body:
                 return b""
             if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
                 if deadline is not None and time.monotonic() >= deadline - 0.01:
-                    raise Timeout("the answer took longer than stream_timeout=%ss" % self.call.limit) from exc
+                    raise _overtime(self.call) from exc
                 raise Timeout(
                     "the server sent nothing more for %ss in the middle of the answer "
                     "(raise timeout= to wait longer)" % self.call.timeout
@@ -2280,7 +2281,7 @@ class _Body:
     def wait_at_most(self, seconds):
         """Shorten the socket's timeout to the time left to the call."""
         if seconds <= 0:
-            raise Timeout("the answer took longer than stream_timeout=%ss" % self.call.limit)
+            raise _overtime(self.call)
         if self.sock is not None and seconds < (self.timeout or self.call.timeout):
             if self.timeout is None:
                 self.timeout = self.sock.gettimeout()
@@ -3502,7 +3503,7 @@ class _Doctor:
             return 1
         if model not in served:
             self.say(True, "model %r is not listed, but the server accepts it" % model)
-        self.say(True, "a short chat works (%.2fs): %r" % (time.monotonic() - start, _clip(result.text, 40)))
+        self.say(True, "a short chat works (%.2fs): %r" % (time.monotonic() - start, _finish(result.text, 40)))
         self.check_stream(client)
         if args.vision:
             self.check_vision(client)
@@ -3536,7 +3537,7 @@ class _Doctor:
             return None
         if isinstance(error, AuthenticationError):
             self.say(False, "the API key is not accepted (HTTP %s: %s): %s" % (
-                error.status_code, _clip(error.message, 200),
+                error.status_code, _finish(error.message, 200),
                 "check OPENAI_API_KEY or --api-key" if self.has_key else "set OPENAI_API_KEY or --api-key"))
             return None
         if error is not None:
