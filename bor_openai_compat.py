@@ -135,6 +135,103 @@ _DEFAULT_POOL_SIZE = 32  # connections kept per host: one per thread of a usual 
 _NO_PROXIES = {"http": None, "https": None, "all": None}  # None drops the environment's
 _USER_AGENT = "bor-openai-compat/" + __version__
 
+
+# -- Secrets and messages ----------------------------------------------------
+
+# The secrets of every live Client (keys, URL and proxy credentials, secret
+# header values), in the forms a server may echo them. An error is scrubbed
+# when it is made, while its client lives, and again whenever it is shown.
+_SECRETS: Any = weakref.WeakKeyDictionary()  # a Client -> the forms of its secrets
+_SECRETS_LOCK = threading.Lock()
+_secrets_sorted: list = [None, ()]  # (the registry's size when sorted, every form longest first)
+
+
+def _keep_secrets(owner, values):
+    forms = set()
+    for value in values:
+        if value and len(value) >= _MIN_SECRET:
+            quoted = urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]
+            forms.update((value,) + quoted)
+    if forms:
+        with _SECRETS_LOCK:
+            _SECRETS[owner] = _SECRETS.get(owner, frozenset()) | forms
+            _secrets_sorted[0] = None
+
+
+def _secrets():
+    """Every secret form, longest first (one may contain another)."""
+    with _SECRETS_LOCK:
+        if _secrets_sorted[0] != len(_SECRETS):  # a client added some, or is gone
+            forms = set().union(*_SECRETS.values())
+            _secrets_sorted[:] = [len(_SECRETS), tuple(sorted(forms, key=len, reverse=True))]
+        return _secrets_sorted[1]
+
+
+def _scrub(text):
+    for secret in _secrets():
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _scrub_value(value):
+    """A JSON value (or text) with every secret cut out of its strings."""
+    if isinstance(value, str):
+        return _scrub(value)
+    if not _secrets() or not isinstance(value, (dict, list)):
+        return value
+    try:
+        text = _dumps(value)
+        return value if _scrub(text) == text else json.loads(_scrub(text))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _finish(text, limit):
+    """Every text meant for a person passes here: secrets out, length bounded."""
+    if not isinstance(text, str):
+        text = str(text)
+    secrets = _secrets()
+    longest = len(secrets[0]) if secrets else 0
+    text = _scrub(text[: limit + longest])
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _ScrubbingFilter(logging.Filter):
+    """Log records of this module pass _finish too, whoever formatted them."""
+
+    def filter(self, record):
+        record.msg, record.args = _finish(record.getMessage(), _MESSAGE_LIMIT), ()
+        return True
+
+
+log.addFilter(_ScrubbingFilter())
+
+
+def _dumps(value):
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _loads(text):
+    """``json.loads`` that fails with ValueError only, also on deep nesting."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _text(body):
+    """Bytes from a server as text for a message (the start of it is enough)."""
+    return body[: _MESSAGE_LIMIT * 4].decode("utf-8", "replace")
+
+
+def _json_text(value):
+    """A decoded JSON value as text for a message."""
+    try:
+        return _dumps(value)[: _MESSAGE_LIMIT * 4]
+    except (ValueError, RecursionError):
+        return "(a JSON %s nested too deeply to show)" % type(value).__name__
+
 # -- Exceptions --------------------------------------------------------------
 #
 # An error takes what it knows as keyword fields, keeps them as attributes and
@@ -1171,117 +1268,6 @@ def tool_message(call: ToolCall | str, content: Any) -> dict:
     return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
-# -- Internals: the request --------------------------------------------------
-
-
-class _Call:
-    """What a request needs to know about the call that made it."""
-
-    __slots__ = (
-        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings"
-    )
-
-    def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
-        self.body = body
-        self.model = model
-        self.stream = stream
-        self.images = images
-        self.timeout = timeout  # seconds between bytes
-        self.limit = limit  # seconds for the whole call, or None
-        self.deadline = time.monotonic() + limit if limit is not None else None
-        self.think_tags = None  # how <think> in the content is split off
-        self.schema = False  # a JSON schema was sent in response_format
-        self.embeddings = False  # a POST /embeddings
-
-
-def _schema_format(schema, params):
-    """The ``response_format`` that asks for answers valid under a JSON schema."""
-    if not isinstance(schema, dict):
-        raise ConfigurationError("schema= must be a JSON schema dict, not %s" % type(schema).__name__)
-    if "response_format" in params:
-        raise ConfigurationError("pass schema= or response_format=, not both")
-    # OpenAI allows names of letters, digits, _ and - up to 64 characters.
-    title = schema.get("title")
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", title)[:64] if isinstance(title, str) and title.strip() else "answer"
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
-
-
-def _dumps(value):
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _lift_urls(messages, urls, mark):
-    """Take long image URLs out of the messages, for :func:`_splice`.
-
-    ``json.dumps`` copies a string twice (escaped, then joined), so a 20 MB
-    image would sit in memory as base64 text four times at once. A URL that
-    needs no JSON escaping is replaced by ``mark`` and collected in ``urls``.
-    Returns (messages, whether any image part was seen); the caller's message
-    dicts are not changed.
-    """
-    seen = False
-    lifted = []
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            parts = []
-            for part in content:
-                image = part.get("image_url") if isinstance(part, dict) else None
-                if image is not None:
-                    seen = True
-                    url = image.get("url") if isinstance(image, dict) else None
-                    if isinstance(url, str) and len(url) > _SPLICE_MIN and _plain(url):
-                        urls.append(url)
-                        part = dict(part, image_url=dict(image, url=mark))
-                parts.append(part)
-            message = dict(message, content=parts)
-        lifted.append(message)
-    return lifted, seen
-
-
-def _plain(text):
-    """Whether JSON writes ``text`` as it is (printable ASCII, no quote or backslash)."""
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-
-
-def _splice(text, urls, mark):
-    """UTF-8 JSON bytes of ``text`` with the lifted URLs put back in order.
-
-    Each URL is let go as soon as it is bytes, so a big image is held at most
-    twice at any moment.
-    """
-    if not urls:
-        return text.encode("utf-8")
-    pieces = text.split(_dumps(mark))
-    del text
-    body = []
-    for i, piece in enumerate(pieces[:-1]):
-        body.append(piece.encode("utf-8"))
-        body.append(b'"')
-        body.append(urls[i].encode("ascii"))
-        urls[i] = None
-        body.append(b'"')
-    body.append(pieces[-1].encode("utf-8"))
-    return b"".join(body)
-
-
-def _check_params(params):
-    """Refuse payload values JSON cannot carry, before anything is sent."""
-    for name, value in params.items():
-        try:
-            json.dumps(value, allow_nan=False)
-        except ValueError:
-            raise ConfigurationError(
-                "the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name
-            ) from None
-
-
-def _think_tags(value):
-    if value not in (None, True, False):
-        raise ConfigurationError("think_tags must be None, True or False, not %r" % (value,))
-    return value
-
-
 # -- Internals: configuration ------------------------------------------------
 
 
@@ -1426,7 +1412,123 @@ def _is_loopback(url):
     return host in ("localhost", "::1") or host.endswith(".localhost") or bool(re.match(r"127(\.\d{1,3}){3}$", host))
 
 
-# -- Internals: the network --------------------------------------------------
+# -- Internals: the request body ---------------------------------------------
+
+
+class _Call:
+    """What a request needs to know about the call that made it."""
+
+    __slots__ = (
+        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings"
+    )
+
+    def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
+        self.body = body
+        self.model = model
+        self.stream = stream
+        self.images = images
+        self.timeout = timeout  # seconds between bytes
+        self.limit = limit  # seconds for the whole call, or None
+        self.deadline = time.monotonic() + limit if limit is not None else None
+        self.think_tags = None  # how <think> in the content is split off
+        self.schema = False  # a JSON schema was sent in response_format
+        self.embeddings = False  # a POST /embeddings
+
+
+def _schema_format(schema, params):
+    """The ``response_format`` that asks for answers valid under a JSON schema."""
+    if not isinstance(schema, dict):
+        raise ConfigurationError("schema= must be a JSON schema dict, not %s" % type(schema).__name__)
+    if "response_format" in params:
+        raise ConfigurationError("pass schema= or response_format=, not both")
+    # OpenAI allows names of letters, digits, _ and - up to 64 characters.
+    title = schema.get("title")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", title)[:64] if isinstance(title, str) and title.strip() else "answer"
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def _lift_urls(messages, urls, mark):
+    """Take long image URLs out of the messages, for :func:`_splice`.
+
+    ``json.dumps`` copies a string twice (escaped, then joined), so a 20 MB
+    image would sit in memory as base64 text four times at once. A URL that
+    needs no JSON escaping is replaced by ``mark`` and collected in ``urls``.
+    Returns (messages, whether any image part was seen); the caller's message
+    dicts are not changed.
+    """
+    seen = False
+    lifted = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                image = part.get("image_url") if isinstance(part, dict) else None
+                if image is not None:
+                    seen = True
+                    url = image.get("url") if isinstance(image, dict) else None
+                    if isinstance(url, str) and len(url) > _SPLICE_MIN and _plain(url):
+                        urls.append(url)
+                        part = dict(part, image_url=dict(image, url=mark))
+                parts.append(part)
+            message = dict(message, content=parts)
+        lifted.append(message)
+    return lifted, seen
+
+
+def _plain(text):
+    """Whether JSON writes ``text`` as it is (printable ASCII, no quote or backslash)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _splice(text, urls, mark):
+    """UTF-8 JSON bytes of ``text`` with the lifted URLs put back in order.
+
+    Each URL is let go as soon as it is bytes, so a big image is held at most
+    twice at any moment.
+    """
+    if not urls:
+        return text.encode("utf-8")
+    pieces = text.split(_dumps(mark))
+    del text
+    body = []
+    for i, piece in enumerate(pieces[:-1]):
+        body.append(piece.encode("utf-8"))
+        body.append(b'"')
+        body.append(urls[i].encode("ascii"))
+        urls[i] = None
+        body.append(b'"')
+    body.append(pieces[-1].encode("utf-8"))
+    return b"".join(body)
+
+
+def _check_params(params):
+    """Refuse payload values JSON cannot carry, before anything is sent."""
+    for name, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ConfigurationError(
+                "the parameter %s= holds NaN or an infinity, which JSON cannot carry" % name
+            ) from None
+
+
+def _think_tags(value):
+    if value not in (None, True, False):
+        raise ConfigurationError("think_tags must be None, True or False, not %r" % (value,))
+    return value
+
+
+# -- Internals: the wire -----------------------------------------------------
+
+
+# What sending a request may raise below us: requests' own errors, and what
+# slips past them (a broken redirect body, an invalid Location).
+_REQUEST_ERRORS = (
+    requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError
+)
+# What reading a body may raise: a reset, a bad chunk size, a timeout.
+_READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, ArithmeticError)
 
 _inflight = threading.local()  # the watchdog of the request this thread is making
 
@@ -1585,15 +1687,6 @@ def _cause(exc, kind):
     return None
 
 
-# What sending a request may raise below us: requests' own errors, and what
-# slips past them (a broken redirect body, an invalid Location).
-_REQUEST_ERRORS = (
-    requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError
-)
-# What reading a body may raise: a reset, a bad chunk size, a timeout.
-_READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, ArithmeticError)
-
-
 def _network_error(exc, url, connect_timeout, read_timeout, proxy=None):
     """Map a requests exception to ours, with a message that says what to do."""
     host, port = _host_port(url)
@@ -1714,484 +1807,10 @@ def _finite(seconds):
     return max(0.0, seconds)
 
 
-# -- Internals: answers ------------------------------------------------------
-
-
-def _read_body(response, call, limit, cut=False):
-    """The whole body as bytes, within the call's time limits.
-
-    :param limit: the most bytes kept; more raise InvalidResponse, or with
-        ``cut`` are left unread.
-    """
-    pieces, size = [], 0
-    with response:
-        for piece in _Body(response, call):
-            size += len(piece)
-            if size > limit:
-                if cut:
-                    pieces.append(piece[: len(piece) - (size - limit)])
-                    break
-                raise InvalidResponse(
-                    "the answer is larger than max_event_bytes=%d; raise it if such answers are real" % limit
-                )
-            pieces.append(piece)
-    return b"".join(pieces)
-
-
-def _is_event_stream(response):
-    return "text/event-stream" in response.headers.get("Content-Type", "").lower()
-
-
-def _loads(text):
-    """``json.loads`` that fails with ValueError only, also on deep nesting."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
-def _decode_json(response, body):
-    try:
-        return _loads(body)
-    except ValueError as exc:
-        kind = response.headers.get("Content-Type") or "no content type"
-        raise InvalidResponse(
-            "%s %s answered %s with %s that is not JSON%s"
-            % (
-                response.request.method,
-                _safe_url(response.url),
-                response.status_code,
-                kind,
-                " (an HTML page: a proxy or a web server, not the API?)" if _looks_html(body) else "",
-            ),
-            excerpt=_page_text(_text(body)),
-        ) from exc
-
-
-def _looks_html(body):
-    return body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html", b"<head", b"<body"))
-
-
-def _page_text(text):
-    """Text of a body for a message: an HTML page's title, else the body.
-
-    Found with ``str.find``, not a pattern: a hostile page costs linear time.
-    """
-    head = text[:_SCAN_LIMIT * 16]
-    lower = head.lower()
-    if _looks_html(lower[:64].encode("utf-8", "replace")):
-        for tag in ("title", "h1"):
-            start = lower.find("<" + tag)
-            opened = lower.find(">", start) if start >= 0 else -1
-            end = lower.find("</" + tag + ">", opened) if opened >= 0 else -1
-            if end >= 0:
-                return " ".join(head[opened + 1 : end].split())
-    return text.strip()
-
-
 def _overtime(call, detail=None):
     """The Timeout of a call that ran past its ``stream_timeout``."""
     text = "the call took longer than stream_timeout=%ss" % call.limit
     return Timeout(text + " (%s)" % detail if detail else text)
-
-
-def _text(body):
-    """Bytes from a server as text for a message (the start of it is enough)."""
-    return body[: _MESSAGE_LIMIT * 4].decode("utf-8", "replace")
-
-
-# -- Internals: secrets and messages -----------------------------------------
-
-# The secrets of every live Client (keys, URL and proxy credentials, secret
-# header values), in the forms a server may echo them. An error is scrubbed
-# when it is made, while its client lives, and again whenever it is shown.
-_SECRETS: Any = weakref.WeakKeyDictionary()  # a Client -> the forms of its secrets
-_SECRETS_LOCK = threading.Lock()
-_secrets_sorted: list = [None, ()]  # (the registry's size when sorted, every form longest first)
-
-
-def _keep_secrets(owner, values):
-    forms = set()
-    for value in values:
-        if value and len(value) >= _MIN_SECRET:
-            quoted = urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]
-            forms.update((value,) + quoted)
-    if forms:
-        with _SECRETS_LOCK:
-            _SECRETS[owner] = _SECRETS.get(owner, frozenset()) | forms
-            _secrets_sorted[0] = None
-
-
-def _secrets():
-    """Every secret form, longest first (one may contain another)."""
-    with _SECRETS_LOCK:
-        if _secrets_sorted[0] != len(_SECRETS):  # a client added some, or is gone
-            forms = set().union(*_SECRETS.values())
-            _secrets_sorted[:] = [len(_SECRETS), tuple(sorted(forms, key=len, reverse=True))]
-        return _secrets_sorted[1]
-
-
-def _scrub(text):
-    for secret in _secrets():
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _scrub_value(value):
-    """A JSON value (or text) with every secret cut out of its strings."""
-    if isinstance(value, str):
-        return _scrub(value)
-    if not _secrets() or not isinstance(value, (dict, list)):
-        return value
-    try:
-        text = _dumps(value)
-        return value if _scrub(text) == text else json.loads(_scrub(text))
-    except (ValueError, RecursionError):
-        return None
-
-
-def _finish(text, limit):
-    """Every text meant for a person passes here: secrets out, length bounded."""
-    if not isinstance(text, str):
-        text = str(text)
-    secrets = _secrets()
-    longest = len(secrets[0]) if secrets else 0
-    text = _scrub(text[: limit + longest])
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class _ScrubbingFilter(logging.Filter):
-    """Log records of this module pass _finish too, whoever formatted them."""
-
-    def filter(self, record):
-        record.msg, record.args = _finish(record.getMessage(), _MESSAGE_LIMIT), ()
-        return True
-
-
-log.addFilter(_ScrubbingFilter())
-
-
-# -- Internals: images ------------------------------------------------------
-
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
-)
-_EXTENSIONS = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "bmp": "image/bmp",
-    "tif": "image/tiff",
-    "tiff": "image/tiff",
-    "heic": "image/heic",
-    "avif": "image/avif",
-}
-
-
-def _sniff_mime(data):
-    """The MIME type from the first bytes of an image, or None."""
-    for magic, mime in _SIGNATURES:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[4:8] == b"ftyp":  # ISO media: the brand says which
-        brand = data[8:12]
-        if brand in (b"avif", b"avis"):
-            return "image/avif"
-        if brand in (b"heic", b"heix", b"mif1", b"msf1"):
-            return "image/heic"
-    return None
-
-
-def _mime_from_name(name):
-    stem, dot, ext = name.rpartition(".")
-    return _EXTENSIONS.get(ext.lower().rstrip("'\"")) if dot else None
-
-
-def _read_image(source, max_bytes, mime=None):
-    """(bytes, a name for messages) of an image source, at most max_bytes."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), "the image bytes (%d bytes)" % len(source)
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        name = repr(path)
-        try:
-            info = os.stat(path)
-        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-            raise InvalidImage("cannot read the image %s: %s" % (name, getattr(exc, "strerror", None) or exc)) from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidImage("the image %s is not a regular file" % name)
-        if info.st_size > max_bytes:
-            raise InvalidImage(_too_big(name, info.st_size, max_bytes))
-        try:
-            with open(path, "rb") as f:
-                # One byte more than stat said shows a file that grew meanwhile.
-                data = f.read(info.st_size + 1)
-        except OSError as exc:  # no permission, gone meanwhile, a disk error
-            raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
-    elif hasattr(source, "read"):
-        name = repr(getattr(source, "name", "the image file object"))
-        # In pieces: read(n) sets aside n bytes at once, however short the file.
-        pieces, size = [], 0
-        while size <= max_bytes:
-            try:
-                piece = source.read(min(1 << 20, max_bytes + 1 - size))
-            except OSError as exc:
-                raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
-            except ValueError as exc:  # a text-mode file decoding an image, or a closed file
-                raise InvalidImage(
-                    "cannot read the image %s (%s); open it in binary mode ('rb')" % (name, type(exc).__name__)
-                ) from exc
-            if not piece:
-                break
-            if not isinstance(piece, bytes):
-                raise InvalidImage("the image file object %s must be opened in binary mode ('rb')" % name)
-            pieces.append(piece)
-            size += len(piece)
-        data = b"".join(pieces)
-        del pieces
-    elif callable(getattr(source, "save", None)):
-        data, name = _saved_image(source, mime)
-    else:
-        raise InvalidImage(
-            "an image must be a path, bytes, a binary file, an image object with save() "
-            "or an http(s)/data URL, not %s"
-            % type(source).__name__
-        )
-    if len(data) > max_bytes:
-        raise InvalidImage(_too_big(name, len(data), max_bytes))
-    if not data:
-        raise InvalidImage("the image %s is empty" % name)
-    return data, name
-
-
-# The formats an image object is saved in, by the MIME type asked for.
-_SAVE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
-
-
-def _saved_image(image, mime):
-    """(bytes, name) of an object with ``save(fp, format=...)``, like a Pillow Image.
-
-    Pillow itself is not imported: anything that saves itself this way works.
-    """
-    kind = _SAVE_FORMATS.get((mime or "image/png").lower())
-    if kind is None:
-        raise InvalidImage(
-            "an image object is saved as image/png, image/jpeg or image/webp, not %s" % mime
-        )
-    size = getattr(image, "size", None)
-    name = "the %s image object%s" % (type(image).__name__, " (%sx%s)" % tuple(size) if
-                                      isinstance(size, tuple) and len(size) == 2 else "")
-    buffer = io.BytesIO()
-    try:
-        image.save(buffer, format=kind)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        # Pillow: "cannot write mode RGBA as JPEG" and the like.
-        raise InvalidImage("could not save %s as %s: %s" % (name, kind, exc)) from exc
-    return buffer.getvalue(), name
-
-
-def _image_list(images):
-    """``images=`` as a list: one path, bytes, file or image object is one image."""
-    if (
-        isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, dict))
-        or hasattr(images, "read")
-        or callable(getattr(images, "save", None))
-    ):
-        return [images]
-    return images
-
-
-def _too_big(name, size, limit):
-    return (
-        "the image %s is larger than max_image_bytes (%s > %d bytes); downscale it (models see "
-        "about 1-2 megapixels at most; with Pillow: img.thumbnail((1568, 1568))), save it as "
-        "JPEG, or raise the limit"
-    ) % (
-        name,
-        "at least %d" % size if size == limit + 1 else size,
-        limit,
-    )
-
-
-# -- Internals: error bodies -------------------------------------------------
-
-# "Unknown model" and "wrong path" both arrive as 404 from many servers, so the
-# body decides. Families, not single strings: Ollama "model 'x' not found",
-# vLLM "The model `x` does not exist.", LiteLLM "Invalid model name passed in
-# model=x", LM Studio 'Invalid model identifier "x"', OpenAI model_not_found.
-# The patterns are compiled on first use (re caches them), not at import.
-_MODEL_MISSING = (
-    r"(?is)\bmodel\b.{0,300}?\b(not found|does not exist|doesn't exist|not available|"
-    r"is not served|not loaded|unknown)|\b(invalid|unknown|no such|unsupported) model\b"
-)
-_VISION_REFUSED = (
-    r"(?is)(image|vision|multi-?modal)\w{0,20}.{0,80}?(not supported|unsupported|not enabled|"
-    r"not allowed|not available)|(not|n't) (support|accept)\w* (image|vision|multi-?modal)|"
-    r"not a multi-?modal model|mmproj"
-)
-_STREAM_REFUSED = (
-    r"(?is)\bstream\w{0,20}\b.{0,80}?(not supported|unsupported|not allowed|not permitted|"
-    r"unrecognized|extra (fields|inputs)|unexpected)|(unrecognized|unknown|unexpected)\b.{0,40}\bstream\b"
-)
-_ENDPOINT_MISSING = r"(?i)unexpected endpoint|no route|page not found|^not found$"
-# llama-cpp-python answers a malformed request with 500 and pydantic's words.
-_VALIDATION = r"(?i)validation error|field required|is not a valid|invalid type"
-# LiteLLM without a database answers an unknown key with 400 "no_db_connection".
-_AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "no_db_connection")
-
-
-def _error_fields(body):
-    """(message, code, type, param) from any of the error body shapes servers send."""
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, str):  # {"error": "text"}: vLLM 401, LM Studio
-            return error, body.get("code"), body.get("type"), None
-        if isinstance(error, dict):
-            message = error.get("message", error.get("detail", error.get("msg")))
-            if isinstance(message, dict):  # LiteLLM nests another error
-                inner = _error_fields(message)
-                return inner[0], error.get("code", inner[1]), error.get("type", inner[2]), inner[3]
-            if isinstance(message, list):  # FastAPI's validation list
-                message = "; ".join(_detail_text(item) for item in message[:20])
-            if message is None and error is not body:
-                message = _dumps(error)
-            return _unwrap_repr(str(message or "")), error.get("code"), error.get("type"), error.get("param")
-    if isinstance(body, list):
-        return "; ".join(_detail_text(item) for item in body[:20]), None, None, None
-    return str(body or ""), None, None, None
-
-
-def _detail_text(item):
-    if isinstance(item, dict) and "msg" in item:
-        loc = item.get("loc")
-        where = ".".join(str(p) for p in loc if p != "body") if isinstance(loc, list) else ""
-        return "%s: %s" % (where, item["msg"]) if where else str(item["msg"])
-    return str(item)
-
-
-def _unwrap_repr(message):
-    """LiteLLM sometimes puts a Python repr of an error dict in ``message``.
-
-    The opening is found by a pattern of bounded length and the closing quote
-    by a search from there, so a hostile text costs linear time.
-    """
-    opening = re.search(r"""['"](?:message|error)['"]\s{0,8}:\s{0,8}(['"])""", message[:_SCAN_LIMIT])
-    if not opening or "{" not in message[: opening.start()]:
-        return message
-    closing = re.compile(re.escape(opening.group(1)) + r"\s{0,8}[,}]").search(message, opening.end())
-    return message[opening.end() : closing.start()] if closing else message
-
-
-def _parse_error_body(raw):
-    """Decode an error body: JSON if it is, else the page's text."""
-    text = _scrub(raw.decode("utf-8", "replace")).strip()
-    for field in ("data:", "error:"):  # an error sent as one SSE event
-        if text.startswith(field):
-            text = text[len(field):].split("\n", 1)[0].strip()
-    try:
-        return _loads(text)
-    except ValueError:
-        return _page_text(text) if text else ""
-
-
-def _error_class(status, message, code, kind, param, call):
-    """Which exception an error answer is; the patterns see the message's start only."""
-    message = message[:_SCAN_LIMIT]
-    if call.images and re.search(_VISION_REFUSED, message):
-        return VisionNotSupported
-    if call.stream and param == "stream":  # OpenAI: "Unsupported value: 'stream' ..."
-        return StreamingNotSupported
-    if call.model and (code == "model_not_found" or re.search(_MODEL_MISSING, message)):
-        return UnknownModel
-    if status in (401, 403) or kind in _AUTH_TYPES or code == "invalid_api_key":
-        return AuthenticationError
-    if call.embeddings and (status in (404, 405, 501) or re.search(_EMBEDDINGS_OFF, message)):
-        return EndpointNotFound
-    if call.stream and status in (400, 422) and re.search(_STREAM_REFUSED, message):
-        return StreamingNotSupported
-    if status == 404 or re.search(_ENDPOINT_MISSING, message):
-        return EndpointNotFound
-    if status == 429:
-        return RateLimited
-    if status is not None and status >= 500:
-        return BadRequest if re.search(_VALIDATION, message) else ServerError
-    if status is not None and 400 <= status < 500 and status not in (408, 409):
-        return BadRequest
-    return APIError
-
-
-# DeepSeek: 400 "Missing `reasoning_content` field in the assistant message at
-# message index 2" (https://api-docs.deepseek.com/guides/thinking_mode#tool-calls).
-_REASONING_MISSING = (
-    r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missing|required)|missing\W{0,3}\s*reasoning_content"
-)
-_SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
-
-
-# llama.cpp without --embeddings: 501 "This server does not support embeddings.
-# Start it with `--embeddings`"; llama-cpp-python without --embedding true: 500
-# "Llama model must be created with embedding=True to call this method"; vLLM
-# with a generative model: "does not support Embeddings API".
-_EMBEDDINGS_OFF = (
-    r"(?i)(not support|unsupported|not enabled).{0,20}embedding|embeddings? (api |are |is )?not "
-    r"(supported|enabled)|created with embedding=true"
-)
-
-
-def _hint(cls, message, call):
-    """What to do about an error that the features of the call explain, or ""."""
-    if call.embeddings:
-        if cls is EndpointNotFound:
-            return (
-                "llama.cpp's server needs --embeddings (and --pooling mean), llama-cpp-python's "
-                "--embedding true; Ollama and vLLM need an embedding model; a 404 may also mean "
-                "a base URL without /v1."
-            )
-        if re.search(r"(?i)pooling", message):
-            return "llama.cpp's server serves /v1/embeddings with --pooling mean (or cls, last), not none."
-    elif issubclass(cls, BadRequest) and re.search(_REASONING_MISSING, message):
-        return (
-            "This server wants the reasoning back in assistant messages: append "
-            "result.to_message(reasoning=True) instead of result.message."
-        )
-    elif call.schema and issubclass(cls, BadRequest) and re.search(_SCHEMA_REFUSED, message):
-        return (
-            "The server does not support JSON schemas in response_format (or not with "
-            'this model); try response_format={"type": "json_object"} instead of schema= '
-            '(llama.cpp and llama-cpp-python also accept a "schema" key in it).'
-        )
-    return ""
-
-
-def _closest(name, choices):
-    """The served name a user most likely meant, or None."""
-    if not name or not choices:
-        return None
-    low = name.lower()
-    for choice in choices:
-        if choice.lower() == low:
-            return choice
-    for choice in choices:  # "llama3" for "llama3:latest", or "org/llama3"
-        if choice.lower().startswith(low) or low in choice.lower():
-            return choice
-    import difflib  # only needed on this error path
-
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-# -- Internals: streams ------------------------------------------------------
 
 
 class _Body:
@@ -2474,6 +2093,240 @@ class _Decoder:
         return -zlib.MAX_WBITS
 
 
+def _read_body(response, call, limit, cut=False):
+    """The whole body as bytes, within the call's time limits.
+
+    :param limit: the most bytes kept; more raise InvalidResponse, or with
+        ``cut`` are left unread.
+    """
+    pieces, size = [], 0
+    with response:
+        for piece in _Body(response, call):
+            size += len(piece)
+            if size > limit:
+                if cut:
+                    pieces.append(piece[: len(piece) - (size - limit)])
+                    break
+                raise InvalidResponse(
+                    "the answer is larger than max_event_bytes=%d; raise it if such answers are real" % limit
+                )
+            pieces.append(piece)
+    return b"".join(pieces)
+
+
+def _is_event_stream(response):
+    return "text/event-stream" in response.headers.get("Content-Type", "").lower()
+
+
+def _decode_json(response, body):
+    try:
+        return _loads(body)
+    except ValueError as exc:
+        kind = response.headers.get("Content-Type") or "no content type"
+        raise InvalidResponse(
+            "%s %s answered %s with %s that is not JSON%s"
+            % (
+                response.request.method,
+                _safe_url(response.url),
+                response.status_code,
+                kind,
+                " (an HTML page: a proxy or a web server, not the API?)" if _looks_html(body) else "",
+            ),
+            excerpt=_page_text(_text(body)),
+        ) from exc
+
+
+def _looks_html(body):
+    return body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html", b"<head", b"<body"))
+
+
+def _page_text(text):
+    """Text of a body for a message: an HTML page's title, else the body.
+
+    Found with ``str.find``, not a pattern: a hostile page costs linear time.
+    """
+    head = text[:_SCAN_LIMIT * 16]
+    lower = head.lower()
+    if _looks_html(lower[:64].encode("utf-8", "replace")):
+        for tag in ("title", "h1"):
+            start = lower.find("<" + tag)
+            opened = lower.find(">", start) if start >= 0 else -1
+            end = lower.find("</" + tag + ">", opened) if opened >= 0 else -1
+            if end >= 0:
+                return " ".join(head[opened + 1 : end].split())
+    return text.strip()
+
+
+# -- Internals: error answers ------------------------------------------------
+
+# "Unknown model" and "wrong path" both arrive as 404 from many servers, so the
+# body decides. Families, not single strings: Ollama "model 'x' not found",
+# vLLM "The model `x` does not exist.", LiteLLM "Invalid model name passed in
+# model=x", LM Studio 'Invalid model identifier "x"', OpenAI model_not_found.
+# The patterns are compiled on first use (re caches them), not at import.
+_MODEL_MISSING = (
+    r"(?is)\bmodel\b.{0,300}?\b(not found|does not exist|doesn't exist|not available|"
+    r"is not served|not loaded|unknown)|\b(invalid|unknown|no such|unsupported) model\b"
+)
+_VISION_REFUSED = (
+    r"(?is)(image|vision|multi-?modal)\w{0,20}.{0,80}?(not supported|unsupported|not enabled|"
+    r"not allowed|not available)|(not|n't) (support|accept)\w* (image|vision|multi-?modal)|"
+    r"not a multi-?modal model|mmproj"
+)
+_STREAM_REFUSED = (
+    r"(?is)\bstream\w{0,20}\b.{0,80}?(not supported|unsupported|not allowed|not permitted|"
+    r"unrecognized|extra (fields|inputs)|unexpected)|(unrecognized|unknown|unexpected)\b.{0,40}\bstream\b"
+)
+_ENDPOINT_MISSING = r"(?i)unexpected endpoint|no route|page not found|^not found$"
+# llama-cpp-python answers a malformed request with 500 and pydantic's words.
+_VALIDATION = r"(?i)validation error|field required|is not a valid|invalid type"
+# LiteLLM without a database answers an unknown key with 400 "no_db_connection".
+_AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "no_db_connection")
+
+
+def _error_fields(body):
+    """(message, code, type, param) from any of the error body shapes servers send."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, str):  # {"error": "text"}: vLLM 401, LM Studio
+            return error, body.get("code"), body.get("type"), None
+        if isinstance(error, dict):
+            message = error.get("message", error.get("detail", error.get("msg")))
+            if isinstance(message, dict):  # LiteLLM nests another error
+                inner = _error_fields(message)
+                return inner[0], error.get("code", inner[1]), error.get("type", inner[2]), inner[3]
+            if isinstance(message, list):  # FastAPI's validation list
+                message = "; ".join(_detail_text(item) for item in message[:20])
+            if message is None and error is not body:
+                message = _dumps(error)
+            return _unwrap_repr(str(message or "")), error.get("code"), error.get("type"), error.get("param")
+    if isinstance(body, list):
+        return "; ".join(_detail_text(item) for item in body[:20]), None, None, None
+    return str(body or ""), None, None, None
+
+
+def _detail_text(item):
+    if isinstance(item, dict) and "msg" in item:
+        loc = item.get("loc")
+        where = ".".join(str(p) for p in loc if p != "body") if isinstance(loc, list) else ""
+        return "%s: %s" % (where, item["msg"]) if where else str(item["msg"])
+    return str(item)
+
+
+def _unwrap_repr(message):
+    """LiteLLM sometimes puts a Python repr of an error dict in ``message``.
+
+    The opening is found by a pattern of bounded length and the closing quote
+    by a search from there, so a hostile text costs linear time.
+    """
+    opening = re.search(r"""['"](?:message|error)['"]\s{0,8}:\s{0,8}(['"])""", message[:_SCAN_LIMIT])
+    if not opening or "{" not in message[: opening.start()]:
+        return message
+    closing = re.compile(re.escape(opening.group(1)) + r"\s{0,8}[,}]").search(message, opening.end())
+    return message[opening.end() : closing.start()] if closing else message
+
+
+def _parse_error_body(raw):
+    """Decode an error body: JSON if it is, else the page's text."""
+    text = _scrub(raw.decode("utf-8", "replace")).strip()
+    for field in ("data:", "error:"):  # an error sent as one SSE event
+        if text.startswith(field):
+            text = text[len(field):].split("\n", 1)[0].strip()
+    try:
+        return _loads(text)
+    except ValueError:
+        return _page_text(text) if text else ""
+
+
+def _error_class(status, message, code, kind, param, call):
+    """Which exception an error answer is; the patterns see the message's start only."""
+    message = message[:_SCAN_LIMIT]
+    if call.images and re.search(_VISION_REFUSED, message):
+        return VisionNotSupported
+    if call.stream and param == "stream":  # OpenAI: "Unsupported value: 'stream' ..."
+        return StreamingNotSupported
+    if call.model and (code == "model_not_found" or re.search(_MODEL_MISSING, message)):
+        return UnknownModel
+    if status in (401, 403) or kind in _AUTH_TYPES or code == "invalid_api_key":
+        return AuthenticationError
+    if call.embeddings and (status in (404, 405, 501) or re.search(_EMBEDDINGS_OFF, message)):
+        return EndpointNotFound
+    if call.stream and status in (400, 422) and re.search(_STREAM_REFUSED, message):
+        return StreamingNotSupported
+    if status == 404 or re.search(_ENDPOINT_MISSING, message):
+        return EndpointNotFound
+    if status == 429:
+        return RateLimited
+    if status is not None and status >= 500:
+        return BadRequest if re.search(_VALIDATION, message) else ServerError
+    if status is not None and 400 <= status < 500 and status not in (408, 409):
+        return BadRequest
+    return APIError
+
+
+# DeepSeek: 400 "Missing `reasoning_content` field in the assistant message at
+# message index 2" (https://api-docs.deepseek.com/guides/thinking_mode#tool-calls).
+_REASONING_MISSING = (
+    r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missing|required)|missing\W{0,3}\s*reasoning_content"
+)
+_SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
+
+
+# llama.cpp without --embeddings: 501 "This server does not support embeddings.
+# Start it with `--embeddings`"; llama-cpp-python without --embedding true: 500
+# "Llama model must be created with embedding=True to call this method"; vLLM
+# with a generative model: "does not support Embeddings API".
+_EMBEDDINGS_OFF = (
+    r"(?i)(not support|unsupported|not enabled).{0,20}embedding|embeddings? (api |are |is )?not "
+    r"(supported|enabled)|created with embedding=true"
+)
+
+
+def _hint(cls, message, call):
+    """What to do about an error that the features of the call explain, or ""."""
+    if call.embeddings:
+        if cls is EndpointNotFound:
+            return (
+                "llama.cpp's server needs --embeddings (and --pooling mean), llama-cpp-python's "
+                "--embedding true; Ollama and vLLM need an embedding model; a 404 may also mean "
+                "a base URL without /v1."
+            )
+        if re.search(r"(?i)pooling", message):
+            return "llama.cpp's server serves /v1/embeddings with --pooling mean (or cls, last), not none."
+    elif issubclass(cls, BadRequest) and re.search(_REASONING_MISSING, message):
+        return (
+            "This server wants the reasoning back in assistant messages: append "
+            "result.to_message(reasoning=True) instead of result.message."
+        )
+    elif call.schema and issubclass(cls, BadRequest) and re.search(_SCHEMA_REFUSED, message):
+        return (
+            "The server does not support JSON schemas in response_format (or not with "
+            'this model); try response_format={"type": "json_object"} instead of schema= '
+            '(llama.cpp and llama-cpp-python also accept a "schema" key in it).'
+        )
+    return ""
+
+
+def _closest(name, choices):
+    """The served name a user most likely meant, or None."""
+    if not name or not choices:
+        return None
+    low = name.lower()
+    for choice in choices:
+        if choice.lower() == low:
+            return choice
+    for choice in choices:  # "llama3" for "llama3:latest", or "org/llama3"
+        if choice.lower().startswith(low) or low in choice.lower():
+            return choice
+    import difflib  # only needed on this error path
+
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+# -- Internals: event streams ------------------------------------------------
+
+
 def _deltas(body, acc, response, client, call, limit):
     """Parse a stream into StreamDeltas, folding them into acc."""
     try:
@@ -2674,6 +2527,9 @@ class _Lines(bytes):
         if values:
             lines.append(b"data: " + b"\n".join(values))
         return lines
+
+
+# -- Internals: assembling answers -------------------------------------------
 
 
 class _Accumulator:
@@ -3013,14 +2869,6 @@ def _choice_index(choice):
     return index if index.__class__ is int else 0
 
 
-def _json_text(value):
-    """A decoded JSON value as text for a message."""
-    try:
-        return _dumps(value)[: _MESSAGE_LIMIT * 4]
-    except (ValueError, RecursionError):
-        return "(a JSON %s nested too deeply to show)" % type(value).__name__
-
-
 def _parse_completion(data, response, think_tags=None):
     """A ChatResult from the JSON of a non-stream answer.
 
@@ -3039,6 +2887,158 @@ def _parse_completion(data, response, think_tags=None):
     result = acc.result()
     result.raw = data
     return result
+
+
+# -- Internals: images -------------------------------------------------------
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+_EXTENSIONS = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tif": "image/tiff",
+    "tiff": "image/tiff",
+    "heic": "image/heic",
+    "avif": "image/avif",
+}
+
+
+def _sniff_mime(data):
+    """The MIME type from the first bytes of an image, or None."""
+    for magic, mime in _SIGNATURES:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[4:8] == b"ftyp":  # ISO media: the brand says which
+        brand = data[8:12]
+        if brand in (b"avif", b"avis"):
+            return "image/avif"
+        if brand in (b"heic", b"heix", b"mif1", b"msf1"):
+            return "image/heic"
+    return None
+
+
+def _mime_from_name(name):
+    stem, dot, ext = name.rpartition(".")
+    return _EXTENSIONS.get(ext.lower().rstrip("'\"")) if dot else None
+
+
+def _read_image(source, max_bytes, mime=None):
+    """(bytes, a name for messages) of an image source, at most max_bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "the image bytes (%d bytes)" % len(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        name = repr(path)
+        try:
+            info = os.stat(path)
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise InvalidImage("cannot read the image %s: %s" % (name, getattr(exc, "strerror", None) or exc)) from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidImage("the image %s is not a regular file" % name)
+        if info.st_size > max_bytes:
+            raise InvalidImage(_too_big(name, info.st_size, max_bytes))
+        try:
+            with open(path, "rb") as f:
+                # One byte more than stat said shows a file that grew meanwhile.
+                data = f.read(info.st_size + 1)
+        except OSError as exc:  # no permission, gone meanwhile, a disk error
+            raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
+    elif hasattr(source, "read"):
+        name = repr(getattr(source, "name", "the image file object"))
+        # In pieces: read(n) sets aside n bytes at once, however short the file.
+        pieces, size = [], 0
+        while size <= max_bytes:
+            try:
+                piece = source.read(min(1 << 20, max_bytes + 1 - size))
+            except OSError as exc:
+                raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
+            except ValueError as exc:  # a text-mode file decoding an image, or a closed file
+                raise InvalidImage(
+                    "cannot read the image %s (%s); open it in binary mode ('rb')" % (name, type(exc).__name__)
+                ) from exc
+            if not piece:
+                break
+            if not isinstance(piece, bytes):
+                raise InvalidImage("the image file object %s must be opened in binary mode ('rb')" % name)
+            pieces.append(piece)
+            size += len(piece)
+        data = b"".join(pieces)
+        del pieces
+    elif callable(getattr(source, "save", None)):
+        data, name = _saved_image(source, mime)
+    else:
+        raise InvalidImage(
+            "an image must be a path, bytes, a binary file, an image object with save() "
+            "or an http(s)/data URL, not %s"
+            % type(source).__name__
+        )
+    if len(data) > max_bytes:
+        raise InvalidImage(_too_big(name, len(data), max_bytes))
+    if not data:
+        raise InvalidImage("the image %s is empty" % name)
+    return data, name
+
+
+# The formats an image object is saved in, by the MIME type asked for.
+_SAVE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
+
+
+def _saved_image(image, mime):
+    """(bytes, name) of an object with ``save(fp, format=...)``, like a Pillow Image.
+
+    Pillow itself is not imported: anything that saves itself this way works.
+    """
+    kind = _SAVE_FORMATS.get((mime or "image/png").lower())
+    if kind is None:
+        raise InvalidImage(
+            "an image object is saved as image/png, image/jpeg or image/webp, not %s" % mime
+        )
+    size = getattr(image, "size", None)
+    name = "the %s image object%s" % (type(image).__name__, " (%sx%s)" % tuple(size) if
+                                      isinstance(size, tuple) and len(size) == 2 else "")
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=kind)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Pillow: "cannot write mode RGBA as JPEG" and the like.
+        raise InvalidImage("could not save %s as %s: %s" % (name, kind, exc)) from exc
+    return buffer.getvalue(), name
+
+
+def _image_list(images):
+    """``images=`` as a list: one path, bytes, file or image object is one image."""
+    if (
+        isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, dict))
+        or hasattr(images, "read")
+        or callable(getattr(images, "save", None))
+    ):
+        return [images]
+    return images
+
+
+def _too_big(name, size, limit):
+    return (
+        "the image %s is larger than max_image_bytes (%s > %d bytes); downscale it (models see "
+        "about 1-2 megapixels at most; with Pillow: img.thumbnail((1568, 1568))), save it as "
+        "JPEG, or raise the limit"
+    ) % (
+        name,
+        "at least %d" % size if size == limit + 1 else size,
+        limit,
+    )
 
 
 # -- Command line ------------------------------------------------------------
