@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import http.client
 import io
@@ -950,19 +951,31 @@ class Client:
                 attempt += 1
 
     def _request(self, method, url, headers, call):
-        """One request, following a few redirects; returns a 2xx response or raises."""
+        """One request, following a few redirects; returns a 2xx response or raises.
+
+        The call's watchdog stays armed over the answer's body too, until
+        the body has been read or the response is closed.
+        """
         connect, read = self.connect_timeout, call.timeout
         if call.deadline is not None:
             left = call.deadline - time.monotonic()
             if left <= 0:
                 raise _overtime(call)
             connect, read = min(connect, left), min(read, left)
+        watchdog = call.watchdog = _Watchdog(call.deadline)
+        try:
+            return self._answer(method, url, headers, call, connect, read)
+        except BaseException:
+            watchdog.disarm()
+            raise
+
+    def _answer(self, method, url, headers, call, connect, read):
+        watchdog = call.watchdog
         seen = [url]
         while True:
             log.debug("%s %s", method, _safe_url(url))
-            watchdog = _Watchdog(call.deadline)
             try:
-                with watchdog:
+                with watchdog.sending():
                     response = self.session.request(
                         method,
                         url,
@@ -971,6 +984,7 @@ class Client:
                         timeout=(connect, read),
                         stream=True,
                         allow_redirects=False,
+                        hooks=_HOOKS,
                         verify=self.verify,
                         # A server on this machine is never reached through a proxy.
                         proxies=dict(_NO_PROXIES) if _is_loopback(url) else None,  # requests fills it in
@@ -1419,7 +1433,8 @@ class _Call:
     """What a request needs to know about the call that made it."""
 
     __slots__ = (
-        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings"
+        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings",
+        "watchdog",
     )
 
     def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
@@ -1433,6 +1448,7 @@ class _Call:
         self.think_tags = None  # how <think> in the content is split off
         self.schema = False  # a JSON schema was sent in response_format
         self.embeddings = False  # a POST /embeddings
+        self.watchdog = None  # of the request under way (see Client._request)
 
 
 def _schema_format(schema, params):
@@ -1520,55 +1536,89 @@ def _think_tags(value):
 
 
 # -- Internals: the wire -----------------------------------------------------
-
+#
+# A request goes through requests and urllib3 by their documented doors: the
+# adapter's pool classes (``PoolManager.pool_classes_by_scheme``, also on the
+# managers ``proxy_manager_for`` makes) whose ``ConnectionCls`` tells the
+# call's watchdog which connection carries it; a response hook that closes a
+# redirect before requests reads its body; ``HTTPResponse.connection`` and
+# ``release_conn()``. A body is read with http.client's own ``read1``, which
+# gives the bytes at hand (one chunk of a chunked body at a time), and
+# decoded here a bounded piece at a time.
+#
+# What is still touched below the documented surface, checked with urllib3
+# 1.26.20, 2.0.7 and 2.7.0, requests 2.26.0 and 2.34.2, http.client of
+# Python 3.8 to 3.13, and sseclient-py 1.7.2 and 1.8.0:
+# - urllib3 ``HTTPResponse._fp``: the http.client response under it, read
+#   through its public ``read1``; its ``length``, ``chunked`` and
+#   ``will_close`` say whether the body ended whole and the connection may be
+#   reused (urllib3 keeps no such state itself in 1.26);
+# - http.client ``HTTPConnection.sock``: shut by the watchdog and by
+#   ``ChatStream.close()`` from another thread;
+# - sseclient-py ``SSEClient._read``: see _SSEClient (setup.cfg pins < 2;
+#   a test fails if the hook is not taken).
 
 # What sending a request may raise below us: requests' own errors, and what
-# slips past them (a broken redirect body, an invalid Location).
+# slips past them (an invalid Location, a proxy URL urllib3 cannot parse).
 _REQUEST_ERRORS = (
     requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError
 )
 # What reading a body may raise: a reset, a bad chunk size, a timeout.
 _READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, ArithmeticError)
 
-_inflight = threading.local()  # the watchdog of the request this thread is making
+_inflight = threading.local()  # the watchdog of the request this thread is sending
 
 
 class _Watchdog:
-    """Shuts the socket of a request whose answer has not begun by the call's deadline.
+    """Shuts the socket of a call that runs past its deadline (``stream_timeout``).
 
     Each read waits no longer than the time left, but a server that trickles
-    its status line and headers makes many reads; this bounds them all. It
-    learns the request's connection from the pools of :class:`_Adapter`
-    (a caller's own session goes without it).
+    its status line, its headers, a chunk size or a trailer makes many reads
+    inside one call of http.client's; this bounds them all. A connection of
+    :class:`_Adapter` tells the watchdog of the request it carries (a caller's
+    own session goes without one), and the watchdog is disarmed before the
+    connection can carry another request.
     """
 
     def __init__(self, deadline):
-        self.deadline = deadline
-        self.conn = None  # set by _Watched._get_conn
+        self.conn = None  # the connection carrying the call's request
         self.fired = False
-        self.over = False  # the answer has begun: too late to fire
         self.lock = threading.Lock()
         self.timer = None
-
-    def __enter__(self):
-        if self.deadline is not None:
-            _inflight.watchdog = self
-            self.timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self.fire)
+        if deadline is not None:
+            self.timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.fire)
             self.timer.daemon = True
             self.timer.start()
-        return self
 
-    def __exit__(self, *exc_info):
-        if self.timer is not None:
+    @contextlib.contextmanager
+    def sending(self):
+        """While a request is sent from this thread, its connection finds the watchdog."""
+        if self.timer is None:
+            yield
+            return
+        _inflight.watchdog = self
+        try:
+            yield
+        finally:
             _inflight.watchdog = None
+
+    def watch(self, conn):
+        with self.lock:
+            self.conn = conn
+
+    def disarm(self):
+        if self.timer is not None:
             self.timer.cancel()
             with self.lock:
-                self.over = True
+                self.conn = None
 
     def fire(self):
         with self.lock:
-            sock = getattr(self.conn, "sock", None)
-            if self.over or sock is None:  # not connected yet: connect_timeout bounds that
+            conn = self.conn
+            sock = getattr(conn, "sock", None)
+            # Not connected yet (connect_timeout bounds that), or the
+            # connection carries another request by now.
+            if sock is None or getattr(conn, "watchdog", None) is not self:
                 return
             self.fired = True
             try:
@@ -1578,31 +1628,71 @@ class _Watchdog:
 
 
 class _Watched:
-    """A connection pool that tells the watchdog of this thread's request its connection."""
+    """A connection that tells the watchdog of the request it carries."""
 
-    def _get_conn(self, timeout=None):
-        conn = super()._get_conn(timeout)
-        watchdog = getattr(_inflight, "watchdog", None)
-        if watchdog is not None:
-            watchdog.conn = conn
-        return conn
+    watchdog = None
+
+    def connect(self):
+        self._carry()
+        return super().connect()
+
+    def putrequest(self, *args, **kwargs):
+        self._carry()
+        return super().putrequest(*args, **kwargs)
+
+    def _carry(self):
+        self.watchdog = getattr(_inflight, "watchdog", None)  # None: no deadline, or another thread's pool
+        if self.watchdog is not None:
+            self.watchdog.watch(self)
 
 
-class _HTTPPool(_Watched, urllib3.connectionpool.HTTPConnectionPool):
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
     pass
 
 
-class _HTTPSPool(_Watched, urllib3.connectionpool.HTTPSConnectionPool):
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
     pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, with pools whose requests a watchdog can stop."""
+    """requests' adapter, whose connections a watchdog can stop, proxied or not."""
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
 
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools have connections of their own
+            manager.pool_classes_by_scheme = _POOL_CLASSES
+        return manager
+
+
+def _close_redirect(response, **kwargs):
+    """requests' response hook: a redirect's body is never read.
+
+    Even with ``allow_redirects=False``, ``Session.send`` reads and decodes
+    the whole body of a 3xx before it returns (to prepare ``response.next``):
+    an endless or compressed body would grow without bound. Closed here, the
+    body is left unread; the status and ``Location`` are all :func:`_redirect`
+    needs.
+    """
+    if response.is_redirect:
+        response.close()
+
+
+_HOOKS = {"response": [_close_redirect]}
 
 
 def _as_given(request):
@@ -1816,13 +1906,13 @@ def _overtime(call, detail=None):
 class _Body:
     """The bytes of one answer as they arrive: decoded, within the call's time.
 
-    Every framing gives the bytes at hand as soon as there are any: a
-    Content-Length or close-delimited body through ``read1`` of http.client's
-    response under urllib3, a chunked one through :class:`_Unchunker`. The
-    client decodes gzip and deflate itself, a bounded piece at a time
-    (urllib3's decoder inflates a whole chunk at once, and urllib3 1.26 has no
-    ``read1`` at all). Once the body has been read to its end, the connection
-    goes back to the pool.
+    Every framing gives the bytes at hand as soon as there are any, through
+    ``read1`` of http.client's response under urllib3 (a chunked body one
+    chunk at a time). The client decodes gzip and deflate itself, a bounded
+    piece at a time (urllib3's decoder inflates a whole chunk at once, and
+    urllib3 1.26 has no ``read1`` at all). Once the body has been read to its
+    end, the call's watchdog is disarmed and the connection goes back to the
+    pool.
     """
 
     def __init__(self, response, call, chunks=None):
@@ -1834,12 +1924,11 @@ class _Body:
         self.cancelled = False  # ChatStream.close(), maybe from another thread
         self.released = False  # the connection went back to the pool
         self.lock = threading.Lock()  # between those two
+        self.watchdog = call.watchdog
         raw = getattr(response, "raw", None)
         self.fp = getattr(raw, "_fp", None)
-        self.sock = getattr(getattr(raw, "_connection", None), "sock", None)
-        if getattr(self.fp, "chunked", False) and getattr(self.fp, "fp", None) is not None:
-            self.read1 = _Unchunker(self.fp, self.on_time).read1
-        elif self.fp is not None:
+        self.sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if self.fp is not None:
             self.read1 = self.fp.read1
         elif raw is not None:  # a session whose adapter is not urllib3's
             self.read1 = getattr(raw, "read1", None) or raw.read
@@ -1880,17 +1969,23 @@ class _Body:
         except _READ_ERRORS as exc:
             if self.cancelled:
                 return b""
+            if self.overtime(deadline):
+                raise _overtime(self.call) from exc
             if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
-                if deadline is not None and time.monotonic() >= deadline - 0.01:
-                    raise _overtime(self.call) from exc
                 raise Timeout(
                     "the server sent nothing more for %ss in the middle of the answer "
                     "(raise timeout= to wait longer)" % self.call.timeout
                 ) from exc
             raise ConnectionFailed("the connection dropped in the middle of the answer: %s" % _reason(exc)) from exc
         if not data and not self.cancelled:
+            if self.watchdog is not None and self.watchdog.fired:  # it shut the socket: no end of the body
+                raise _overtime(self.call)
             self.ended()
         return data
+
+    def overtime(self, deadline):
+        fired = self.watchdog is not None and self.watchdog.fired
+        return fired or deadline is not None and time.monotonic() >= deadline - 0.01
 
     def on_time(self):
         """Before each wait for the socket: raise Timeout past the deadline, else wait no longer than it."""
@@ -1911,6 +2006,7 @@ class _Body:
         left = getattr(self.fp, "length", None)
         if left:
             raise ConnectionFailed("the connection closed %d bytes before the end the server announced" % left)
+        self.finish()
         whole = left == 0 or getattr(self.fp, "chunked", False)
         if whole and not getattr(self.fp, "will_close", True) and self.sock is not None:
             with self.lock:
@@ -1925,8 +2021,14 @@ class _Body:
                 self.released = True
                 self.sock = None  # another request's now
 
+    def finish(self):
+        """The body is done with: its watchdog has nothing left to bound."""
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+
     def cancel(self):
         """Stop reading: a read waiting in another thread returns at once."""
+        self.finish()
         with self.lock:
             self.cancelled = True
             if not self.released and self.sock is not None:
@@ -1954,88 +2056,6 @@ class _Body:
                     return
         except OpenAICompatError as exc:
             log.debug("the body did not end after [DONE]: %s", type(exc).__name__)
-
-
-class _Unchunker:
-    """The chunked transfer coding (RFC 9112, 7.1), cut from http.client's socket buffer.
-
-    http.client's ``read1`` gives one chunk per call, through four calls of
-    its own; a stream of small events arrives as many chunks at once, so this
-    takes all the bytes at hand and cuts them in one pass. Its ``read1`` blocks
-    only when no payload byte is at hand, and gives ``b""`` after the last
-    chunk and the trailer, as http.client's does.
-    """
-
-    def __init__(self, response, on_time):
-        self.response = response  # http.client's, told when the body ended
-        self.socket = response.fp  # its buffered reader of the socket
-        self.on_time = on_time  # called before each wait for the socket
-        self.framing = b""  # bytes read but not yet understood (a size line cut in two)
-        self.left = 0  # payload bytes left of the current chunk; -1: its CRLF is next
-        self.trailer = 0  # after the last chunk: 1 + the bytes of trailer lines so far
-        self.broken = None  # a framing error, raised once the bytes before it are out
-
-    def read1(self, size):
-        pieces, first = [], True
-        while not pieces:
-            if self.broken is not None:
-                raise self.broken
-            if self.response.fp is None:
-                return b""  # the body has ended
-            if not first:
-                self.on_time()
-            first = False
-            data = self.socket.read1(size)
-            if not data:
-                raise http.client.IncompleteRead(b"")
-            try:
-                self.cut(self.framing + data if self.framing else data, pieces)
-            except http.client.HTTPException as exc:
-                self.broken = exc
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def cut(self, buf, pieces):
-        pos, end = 0, len(buf)
-        while pos < end:
-            if self.left > 0:
-                stop = min(pos + self.left, end)
-                pieces.append(buf[pos:stop])
-                self.left -= stop - pos
-                pos = stop
-                if not self.left:
-                    self.left = -1
-                continue
-            if self.left < 0:
-                if end - pos < 2:
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise http.client.HTTPException("a chunk does not end with CRLF")
-                self.left, pos = 0, pos + 2
-                continue
-            newline = buf.find(b"\n", pos)
-            if newline < 0:
-                if end - pos > 4096:
-                    raise http.client.LineTooLong("chunk size")
-                break
-            line, pos = buf[pos:newline].rstrip(b"\r"), newline + 1
-            if self.trailer:
-                if not line:
-                    self.response._close_conn()  # the body has ended; the connection may be reused
-                    self.framing = b""
-                    return
-                self.trailer += len(line)
-                if self.trailer > 4096:
-                    raise http.client.HTTPException("a trailer of more than 4 KiB after the last chunk")
-                continue
-            digits = line.partition(b";")[0].strip()
-            try:
-                if not digits.isalnum() or len(digits) > 16:  # no sign, no space, no overflow
-                    raise ValueError
-                self.left = int(digits, 16)
-            except ValueError:
-                raise http.client.HTTPException("a chunk size that is not a hex number: %r" % line[:40]) from None
-            self.trailer = int(not self.left)
-        self.framing = buf[pos:]
 
 
 class _Decoder:
@@ -2100,17 +2120,21 @@ def _read_body(response, call, limit, cut=False):
         ``cut`` are left unread.
     """
     pieces, size = [], 0
-    with response:
-        for piece in _Body(response, call):
-            size += len(piece)
-            if size > limit:
-                if cut:
-                    pieces.append(piece[: len(piece) - (size - limit)])
-                    break
-                raise InvalidResponse(
-                    "the answer is larger than max_event_bytes=%d; raise it if such answers are real" % limit
-                )
-            pieces.append(piece)
+    body = _Body(response, call)
+    try:
+        with response:
+            for piece in body:
+                size += len(piece)
+                if size > limit:
+                    if cut:
+                        pieces.append(piece[: len(piece) - (size - limit)])
+                        break
+                    raise InvalidResponse(
+                        "the answer is larger than max_event_bytes=%d; raise it if such answers are real" % limit
+                    )
+                pieces.append(piece)
+    finally:
+        body.finish()
     return b"".join(pieces)
 
 
@@ -2367,6 +2391,7 @@ def _deltas(body, acc, response, client, call, limit):
             return
         raise _midstream(exc, acc.result()) from exc.__cause__
     finally:
+        body.finish()
         response.close()
 
 
