@@ -199,14 +199,43 @@ def _finish(text, limit):
 
 
 class _ScrubbingFilter(logging.Filter):
-    """Log records of this module pass _finish too, whoever formatted them."""
+    """Log records of this module pass _finish too, whoever formatted them.
+
+    sseclient-py logs under the logger of its subclass's module, which is
+    ours: every event (with its id) and any line without a colon, whole.
+    Its records are dropped here, so that no part of an answer reaches a log.
+    """
 
     def filter(self, record):
+        if record.pathname == _SSECLIENT_SOURCE:
+            return False
         record.msg, record.args = _finish(record.getMessage(), _MESSAGE_LIMIT), ()
         return True
 
 
+class _ForeignScrubbingFilter(logging.Filter):
+    """urllib3's log records with the secrets cut out.
+
+    They show the URL of each request with its query (``?key=``), also one
+    that a redirect's Location gave.
+    """
+
+    def filter(self, record):
+        if _secrets():
+            try:
+                record.msg, record.args = _scrub(record.getMessage()), ()
+            except Exception:  # a record that cannot be formatted fails later, where logging reports it
+                pass
+        return True
+
+
+_SSECLIENT_SOURCE = getattr(sseclient, "__file__", None)
 log.addFilter(_ScrubbingFilter())
+# A filter on a logger sees only the records logged there, not its children's:
+# each module of urllib3 that logs a URL has its own.
+for _name in ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager", "urllib3.util.retry"):
+    logging.getLogger(_name).addFilter(_ForeignScrubbingFilter())
+del _name
 
 
 def _dumps(value):
@@ -2358,19 +2387,15 @@ def _deltas(body, acc, response, client, call, limit):
             data = event.data
             if data == "[DONE]" or data[:1] == "[" and data.strip() == "[DONE]":
                 body.drain()
-                return
+                break
             try:
                 chunk = json.loads(data)
             except (ValueError, RecursionError) as exc:
-                if not data.strip():
-                    continue  # a keep-alive: an event with blank data
-                if body.tail and acc.finish_reason:
-                    return  # a cut-off last event after the answer was finished
-                if event.event == "error":  # an error told in plain text
-                    raise client._error(None, data, call, "the stream") from exc
-                raise InvalidResponse(
-                    "the stream sent an event that is not JSON (%s)" % exc, excerpt=data[: _MESSAGE_LIMIT * 4]
-                ) from exc
+                chunk = _odd_event(event, exc, body, acc, client, call)
+                if chunk is _END:
+                    break
+                if chunk is None:
+                    continue
             # _error_in(chunk), written out on this hot path:
             failed = chunk.__class__ is dict and (chunk.get("error") or chunk.get("object") == "error")
             if failed or event.event == "error":
@@ -2378,14 +2403,16 @@ def _deltas(body, acc, response, client, call, limit):
                     acc.add(chunk)  # OpenRouter puts the error beside a last delta
                 raise _error_event(chunk, client, call)
             yield acc.add(chunk)
-        if body.cancelled:
-            return
-        if not acc.finish_reason:
-            if not acc.chunks and body.head:
-                raise InvalidResponse("the server sent no server-sent events, only", excerpt=_text(body.head))
-            raise StreamInterrupted(
-                "the stream ended before the answer was finished (no finish_reason and no [DONE])"
-            )
+        else:
+            if body.cancelled:
+                return
+            if not acc.finish_reason:
+                if not acc.chunks and body.head:
+                    raise InvalidResponse("the server sent no server-sent events, only", excerpt=_text(body.head))
+                raise StreamInterrupted(
+                    "the stream ended before the answer was finished (no finish_reason and no [DONE])"
+                )
+        yield from acc.flush()  # text held back as a possible <think> tag
     except OpenAICompatError as exc:
         if body.cancelled:
             return
@@ -2393,6 +2420,32 @@ def _deltas(body, acc, response, client, call, limit):
     finally:
         body.finish()
         response.close()
+
+
+_END = object()  # what _odd_event returns for an event that ends the stream
+
+
+def _odd_event(event, exc, body, acc, client, call):
+    """What an event whose data is not JSON means: a chunk after all, None to
+    skip it, ``_END``, or an error."""
+    data = event.data
+    if _LF in data:  # many data lines, joined by _whole_event
+        data = data.replace(_LF, "\n")
+        if data.strip() == "[DONE]":
+            return _END
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as inner:
+            exc = inner
+    if not data.strip():
+        return None  # a keep-alive: an event with blank data
+    if body.tail and acc.finish_reason:
+        return _END  # a cut-off last event after the answer was finished
+    if event.event == "error":  # an error told in plain text
+        raise client._error(None, data, call, "the stream") from exc
+    raise InvalidResponse(
+        "the stream sent an event that is not JSON (%s)" % exc, excerpt=data[: _MESSAGE_LIMIT * 4]
+    ) from exc
 
 
 def _error_event(chunk, client, call):
@@ -2408,26 +2461,16 @@ def _error_event(chunk, client, call):
 class _SSEClient(sseclient.SSEClient):
     """sseclient-py's parser, fed whole events by :func:`_event_blocks`.
 
-    Its own ``_read`` would cut the stream into events again, line by line,
-    and it logs under its subclass's module name, which is ours: it is given
-    a logger that says nothing, so no part of an answer reaches a log.
+    ``_read`` is the one hook below its public surface: it hands over those
+    events as they are, where sseclient's own would cut them into lines and
+    join them again (quadratic on a big event). Were the hook not taken (a
+    later sseclient-py; setup.cfg pins < 2), its own ``_read`` would still
+    read every block right, only slower: each is one whole event with LF
+    line ends. It logs event sizes at DEBUG through our logger.
     """
-
-    def __init__(self, blocks):
-        self._event_source = blocks
-        self._char_enc = "utf-8"
-        self._logger = _QUIET
 
     def _read(self):
         return self._event_source
-
-
-class _QUIET:
-    """A logger that says nothing, at no cost per event."""
-
-    @staticmethod
-    def debug(*args, **kwargs):
-        pass
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -2488,9 +2531,10 @@ def _event_blocks(chunks, body, limit):
             yield _whole_event(pending)
             pending, size = [], 0
             data = data[1:]
-        events = data.split(b"\n\n")
-        last = events.pop()
-        for event in events:
+        start, end = 0, data.find(b"\n\n")
+        while end >= 0:
+            event = data[start : end + 2]  # with its blank line, as sseclient's own _read would cut it
+            start, end = end + 2, data.find(b"\n\n", end + 2)
             if pending:
                 pending.append(event)
                 event, pending, size = b"".join(pending), [], 0
@@ -2498,6 +2542,7 @@ def _event_blocks(chunks, body, limit):
                 raise _too_large(limit)
             plain = event.isascii() and event[:6] != b"error:" and event.count(b"\n") <= _MANY_LINES
             yield event if plain else _whole_event((event,))
+        last = data[start:]
         if last:
             size += len(last)
             if size > limit:
@@ -2524,34 +2569,35 @@ def _whole_event(pieces):
         # Old llama.cpp sends "error: {...}", a field sseclient drops.
         event = b"event: error\ndata:" + event[6:]
     if event.count(b"\n") > _MANY_LINES:
-        event = _Lines(event)
+        event = _joined(event)
     return event
 
 
 _MANY_LINES = 32
+# Joins the data lines of an event of many lines: no text holds it (a NUL is
+# not even valid JSON), and JSON never parses with it in.
+_LF = "\x00%s\x00" % os.urandom(8).hex()
 
 
-class _Lines(bytes):
-    """An event of many lines, with its ``data`` lines joined for sseclient.
+def _joined(event):
+    """An event of many lines with its ``data`` values on one line, joined by ``_LF``.
 
     sseclient-py adds each ``data`` line's value to a growing string: nothing
-    for the line or two of a usual event, quadratic for one of thousands. It
-    cuts an event with ``splitlines()``, which gives it here the other lines
-    and one ``data`` line holding every value joined with LF, as the WHATWG
-    rules join them (sseclient strips the one space after the colon).
+    for the line or two of a usual event, quadratic for one of thousands.
+    Joined here in one pass, the values become one line, and :func:`_odd_event`
+    puts the LFs back as the WHATWG rules join them (sseclient strips the one
+    space after the colon).
     """
-
-    def splitlines(self, keepends=False):
-        values, lines = [], []
-        for line in bytes(self).split(b"\n"):
-            if line == b"data" or line.startswith(b"data:"):
-                value = line[5:]
-                values.append(value[1:] if value[:1] == b" " else value)
-            else:
-                lines.append(line)
-        if values:
-            lines.append(b"data: " + b"\n".join(values))
-        return lines
+    values, lines = [], []
+    for line in event.split(b"\n"):
+        if line == b"data" or line.startswith(b"data:"):
+            value = line[5:]
+            values.append(value[1:] if value[:1] == b" " else value)
+        elif line:
+            lines.append(line)
+    if values:
+        lines.append(b"data: " + _LF.encode("ascii").join(values))
+    return b"\n".join(lines) + b"\n\n"
 
 
 # -- Internals: assembling answers -------------------------------------------
@@ -2658,6 +2704,26 @@ class _Accumulator:
 
     def text(self):
         return "".join(self.texts)
+
+    def flush(self):
+        """Deltas of the text held back as a possible tag, once the stream has ended."""
+        held = []
+        if self.splitter is not None:
+            text, reasoning = self.splitter.flush()
+            self.splitter = None
+            if text:
+                self.texts.append(text)
+            if reasoning:
+                self.reasonings.append(reasoning)
+            if text or reasoning:
+                held.append(StreamDelta(text, reasoning, index=self.index or 0))
+        for index, splitter in self.others.items():
+            if splitter is not None:
+                text, reasoning = splitter.flush()
+                self.others[index] = None
+                if text or reasoning:
+                    held.append(StreamDelta(text, reasoning, index=index))
+        return held
 
     def _add_logprobs(self, logprobs):
         entries = logprobs.get("content") if isinstance(logprobs, dict) else None

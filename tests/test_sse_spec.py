@@ -21,6 +21,7 @@ import re
 import threading
 
 import pytest
+import sseclient
 
 import bor_openai_compat as boc
 import wireserver as ws
@@ -302,3 +303,39 @@ def test_bare_cr_events_arrive_at_their_blank_line(server, framing):
     events.append(("data: %s\r\rdata: [DONE]\r\r" % STOP).encode())
     texts, result = read_causally(server, events, framing=framing, ctype="text/event-stream")
     assert texts == ["t0 ", "t1 ", "t2 "] and result.finish_reason == "stop"
+
+
+# -- The one hook into sseclient-py ------------------------------------------
+
+
+class _CutAgain(bytes):
+    """A block that fails if sseclient-py's own ``_read`` cuts it into lines again."""
+
+    def splitlines(self, keepends=False):
+        assert not keepends, "sseclient-py's own _read ran: the module's _read hook was not taken"
+        return bytes.splitlines(self)
+
+
+def test_sseclient_reads_the_blocks_through_the_modules_hook():
+    # _SSEClient._read is the one private name the module overrides on
+    # sseclient-py (setup.cfg pins < 2). A release that renamed it would
+    # leave its own _read running: this test fails then.
+    events = list(boc._SSEClient(iter([_CutAgain(b"data: 1\n\n"), _CutAgain(b"data: 2\n\n")])).events())
+    assert [event.data for event in events] == ["1", "2"]
+
+
+def blocks(body):
+    return list(boc._event_blocks(iter([body]), boc._Body.__new__(boc._Body), 1 << 20))
+
+
+@pytest.mark.parametrize("case", IDS + ["many-data-lines"])
+def test_without_the_hook_sseclient_reads_the_same_events(case):
+    # Were the hook not taken, sseclient's own _read would get the same
+    # blocks: each is one whole event ending in a blank line, so nothing is
+    # lost, only time.
+    body = ALL[case][0] if case in ALL else b"data: 1,\n" * 100 + b"data: 2\n\ndata: [DONE]\n\n"
+    cut = blocks(body)
+    assert all(block.endswith(b"\n\n") for block in cut if block.strip())
+    plain = [(e.event, e.data) for e in sseclient.SSEClient(iter(cut)).events()]
+    hooked = [(e.event, e.data) for e in boc._SSEClient(iter(cut)).events()]
+    assert plain == hooked and hooked
