@@ -40,8 +40,10 @@ import contextlib
 import email.utils
 import http.client
 import io
+import ipaddress
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -53,6 +55,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import weakref
 import zlib
 from typing import Any, Iterable, Iterator
@@ -775,7 +778,7 @@ class Client:
         self.session = session
         proxies = list(session.proxies.values())
         if session.trust_env:
-            proxies += requests.utils.getproxies().values()
+            proxies += urllib.request.getproxies().values()
         for proxy in proxies:
             _keep_secrets(self, _url_secrets(proxy or ""))
 
@@ -1451,8 +1454,20 @@ def _host_port(url):
 
 
 def _is_loopback(url):
-    host = _host_port(url)[0].strip("[]").lower()
-    return host in ("localhost", "::1") or host.endswith(".localhost") or bool(re.match(r"127(\.\d{1,3}){3}$", host))
+    """Whether a URL names this machine: ``localhost`` (and ``*.localhost``, RFC 6761)
+    or a loopback address in any form the resolver takes (``127.1``, ``::ffff:127.0.0.1``)."""
+    host = _host_port(url)[0].strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        try:  # the short IPv4 forms getaddrinfo takes: 127.1, 0x7f.1
+            return host[:1].isdigit() and socket.inet_aton(host)[0] == 127
+        except OSError:
+            return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or mapped is not None and mapped.is_loopback
 
 
 # -- Internals: the request body ---------------------------------------------
@@ -1788,8 +1803,10 @@ def _proxy_name(proxy):
     """host:port of a proxy URL, without its credentials."""
     if not proxy:
         return "(none set; a proxy in between)"
-    host, port = _host_port(proxy if "://" in proxy else "http://" + proxy)
-    return "%s:%s" % (host, port)
+    try:
+        return "%s:%s" % _host_port(proxy if "://" in proxy else "http://" + proxy)
+    except ValueError:  # a URL urllib3 cannot parse: said as it is, credentials cut
+        return _safe_url(proxy)
 
 
 def _cause(exc, kind):
@@ -2451,10 +2468,16 @@ def _odd_event(event, exc, body, acc, client, call):
 def _error_event(chunk, client, call):
     """The exception for an error event in a stream."""
     error = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
-    code = error.get("code") if isinstance(error, dict) else None
-    if isinstance(code, str) and len(code) == 3 and code.isdecimal():
-        code = int(code)
-    status = code if code.__class__ is int and 400 <= code < 600 else None
+    status = None
+    # Groq says the status as error.status_code (its error.code is a word,
+    # such as "tool_use_failed"); others put it in error.code.
+    for field in ("status_code", "status", "code"):
+        value = error.get(field) if isinstance(error, dict) else None
+        if isinstance(value, str) and len(value) == 3 and value.isdecimal():
+            value = int(value)
+        if value.__class__ is int and 400 <= value < 600:
+            status = value
+            break
     return client._error(status, chunk, call, "the stream")
 
 
@@ -2650,11 +2673,12 @@ class _Accumulator:
                 delta = choice.get("delta") or choice.get("message") or {}
                 text = delta.get("content") or ""
                 if text.__class__ is not str:
-                    text = _content_text(text)
+                    text, reasoning = _content_parts(text)
                 if len(delta) > 1 or not text:  # more than the usual content
-                    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-                    if reasoning.__class__ is not str:
-                        reasoning = _content_text(reasoning)
+                    more = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                    if more.__class__ is not str:
+                        more = "".join(_content_parts(more))
+                    reasoning += more
                     calls = delta.get("tool_calls") or ()
                 finish = choice.get("finish_reason")
                 if index != self.index:
@@ -2726,7 +2750,11 @@ class _Accumulator:
         return held
 
     def _add_logprobs(self, logprobs):
-        entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+        if logprobs.__class__ is not dict:
+            raise TypeError("logprobs is a %s, not an object" % type(logprobs).__name__)
+        entries = logprobs.get("content")
+        if entries is not None and entries.__class__ is not list:
+            raise TypeError("logprobs.content is a %s, not a list" % type(entries).__name__)
         if entries:
             if self.logprobs is None:
                 self.logprobs = []
@@ -2919,7 +2947,10 @@ def _embeddings(data, count, url):
             excerpt=_json_text(data),
         )
     try:
-        if all("index" in item for item in items):
+        indexed = sum("index" in item for item in items)
+        if indexed:
+            if indexed < count:
+                raise ValueError("only %d of %d items have an index" % (indexed, count))
             if sorted(item["index"] for item in items) != list(range(count)):
                 raise ValueError("the indexes are not 0 to %d, once each" % (count - 1))
             items = sorted(items, key=lambda item: item["index"])
@@ -2927,12 +2958,16 @@ def _embeddings(data, count, url):
         for item in items:
             vector = item["embedding"]
             if isinstance(vector, str):  # encoding_format="base64": float32, little-endian
-                raw = base64.b64decode(vector)
+                raw = base64.b64decode(vector, validate=True)  # junk is an error, not skipped
+                if len(raw) % 4:
+                    raise ValueError("a base64 embedding of %d bytes is no float32 vector" % len(raw))
                 vector = list(struct.unpack("<%df" % (len(raw) // 4), raw))
             elif not isinstance(vector, list) or not all(x.__class__ in (float, int) for x in vector):
                 raise TypeError("an embedding is not a list of numbers")
+            if not all(map(math.isfinite, vector)):
+                raise ValueError("an embedding holds NaN or an infinity")
             vectors.append(vector)
-    except (TypeError, LookupError, ValueError, struct.error) as exc:
+    except (TypeError, LookupError, ValueError, struct.error) as exc:  # binascii.Error is a ValueError
         raise InvalidResponse(
             "%s answered with embeddings of an unexpected shape (%s)" % (url, exc), excerpt=_json_text(data)
         ) from exc
@@ -2948,11 +2983,27 @@ def _error_in(data):
     return data.__class__ is dict and (bool(data.get("error")) or data.get("object") == "error")
 
 
-def _content_text(content):
-    """Text of a message content that is a list of parts (or None)."""
-    if isinstance(content, list):
-        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
+def _content_parts(content):
+    """(text, reasoning) of a message content that is a list of parts (or None).
+
+    Text parts make the text. Mistral's ``thinking`` parts, each holding text
+    parts of its own, make the reasoning
+    (https://docs.mistral.ai/capabilities/reasoning/). A part of any other
+    type (an image, audio, a refusal) is left out of both: it stays in ``raw``.
+    """
+    if not isinstance(content, list):
+        return ("" if content is None else str(content)), ""
+    texts, thoughts = [], []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in (None, "text", "output_text"):
+            texts.append(part.get("text") or "")
+        elif kind in ("thinking", "reasoning"):
+            thought = part.get(kind) or part.get("text") or ""
+            thoughts.append("".join(_content_parts(thought)) if isinstance(thought, list) else thought)
+    return "".join(texts), "".join(thoughts)
 
 
 def _choice_index(choice):
@@ -3043,33 +3094,19 @@ def _read_image(source, max_bytes, mime=None):
             raise InvalidImage(_too_big(name, info.st_size, max_bytes))
         try:
             with open(path, "rb") as f:
-                # One byte more than stat said shows a file that grew meanwhile.
-                data = f.read(info.st_size + 1)
+                # The size stat said in one read; a file that grew meanwhile
+                # is read on, to the limit.
+                data = f.read(info.st_size)
+                more = _read_limited(f, max_bytes - len(data), name)
         except OSError as exc:  # no permission, gone meanwhile, a disk error
             raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
+        if more:
+            data += more
     elif hasattr(source, "read"):
         name = repr(getattr(source, "name", "the image file object"))
-        # In pieces: read(n) sets aside n bytes at once, however short the file.
-        pieces, size = [], 0
-        while size <= max_bytes:
-            try:
-                piece = source.read(min(1 << 20, max_bytes + 1 - size))
-            except OSError as exc:
-                raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
-            except ValueError as exc:  # a text-mode file decoding an image, or a closed file
-                raise InvalidImage(
-                    "cannot read the image %s (%s); open it in binary mode ('rb')" % (name, type(exc).__name__)
-                ) from exc
-            if not piece:
-                break
-            if not isinstance(piece, bytes):
-                raise InvalidImage("the image file object %s must be opened in binary mode ('rb')" % name)
-            pieces.append(piece)
-            size += len(piece)
-        data = b"".join(pieces)
-        del pieces
+        data = _read_limited(source, max_bytes, name)
     elif callable(getattr(source, "save", None)):
-        data, name = _saved_image(source, mime)
+        data, name = _saved_image(source, mime, max_bytes)
     else:
         raise InvalidImage(
             "an image must be a path, bytes, a binary file, an image object with save() "
@@ -3083,14 +3120,61 @@ def _read_image(source, max_bytes, mime=None):
     return data, name
 
 
+def _read_limited(source, max_bytes, name):
+    """The bytes of a binary file object, to one byte past ``max_bytes`` at most.
+
+    In pieces: ``read(n)`` sets aside n bytes at once, however short the file.
+    """
+    pieces, size = [], 0
+    while size <= max_bytes:
+        try:
+            piece = source.read(min(1 << 20, max_bytes + 1 - size))
+        except OSError as exc:
+            raise InvalidImage("cannot read the image %s: %s" % (name, exc.strerror or exc)) from exc
+        except ValueError as exc:  # a text-mode file decoding an image, or a closed file
+            raise InvalidImage(
+                "cannot read the image %s (%s); open it in binary mode ('rb')" % (name, type(exc).__name__)
+            ) from exc
+        if not piece:
+            break
+        if not isinstance(piece, bytes):
+            raise InvalidImage("the image file object %s must be opened in binary mode ('rb')" % name)
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)
+
+
 # The formats an image object is saved in, by the MIME type asked for.
 _SAVE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
 
 
-def _saved_image(image, mime):
+class _Full(Exception):
+    """An image object wrote more than it may."""
+
+
+class _BoundedBuffer(io.BytesIO):
+    """A BytesIO that refuses to grow past a limit: an endless ``save()`` stops there."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data):
+        if self.tell() + memoryview(data).nbytes > self.limit:
+            raise _Full()
+        return super().write(data)
+
+    def writelines(self, lines):
+        for data in lines:
+            self.write(data)
+
+
+def _saved_image(image, mime, max_bytes):
     """(bytes, name) of an object with ``save(fp, format=...)``, like a Pillow Image.
 
     Pillow itself is not imported: anything that saves itself this way works.
+    Whatever ``save()`` raises is an InvalidImage (Pillow raises SyntaxError
+    for a broken PNG, OSError or ValueError for a mode a format cannot hold).
     """
     kind = _SAVE_FORMATS.get((mime or "image/png").lower())
     if kind is None:
@@ -3100,12 +3184,13 @@ def _saved_image(image, mime):
     size = getattr(image, "size", None)
     name = "the %s image object%s" % (type(image).__name__, " (%sx%s)" % tuple(size) if
                                       isinstance(size, tuple) and len(size) == 2 else "")
-    buffer = io.BytesIO()
+    buffer = _BoundedBuffer(max_bytes)
     try:
         image.save(buffer, format=kind)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        # Pillow: "cannot write mode RGBA as JPEG" and the like.
-        raise InvalidImage("could not save %s as %s: %s" % (name, kind, exc)) from exc
+    except _Full:
+        raise InvalidImage(_too_big(name, max_bytes + 1, max_bytes)) from None
+    except Exception as exc:
+        raise InvalidImage("could not save %s as %s: %s" % (name, kind, exc or type(exc).__name__)) from exc
     return buffer.getvalue(), name
 
 
@@ -3153,7 +3238,8 @@ _EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat` reports when `head` stops r
 
 # Errors after which a conversation cannot go on: nothing answers any more, or
 # the key is refused (and the key cannot be changed from inside the session).
-_SESSION_ENDERS = (ConnectionFailed, AuthenticationError)
+# Any other failure (a connection dropped mid-answer, a timeout) costs one turn.
+_SESSION_ENDERS = (ConnectionRefused, AuthenticationError)
 
 # What a terminal acts on instead of showing: the C0 and C1 control characters
 # and DEL (ESC and CSI start sequences that move the cursor, erase lines, set
@@ -3316,9 +3402,9 @@ class _Output:
         self.write(text, dim=dim and self.tty)
 
     def line(self, text):
-        """Write one whole line; whatever it holds shows and stays on it."""
+        """Write one whole line; whatever it holds shows and stays on it, secrets cut."""
         self.end_line()
-        self.write(_visible(text, one_line=True) + "\n")
+        self.write(_visible(_finish(text, _MESSAGE_LIMIT * 2), one_line=True) + "\n")
 
     def end_line(self):
         """Finish a line left open by an answer."""
