@@ -2,7 +2,7 @@ import pytest
 import responses
 
 import bor_openai_compat as boc
-from faultserver import FaultServer
+from server import Server
 from helpers import BASE, CANARY_KEY
 
 
@@ -32,9 +32,9 @@ def _no_env(monkeypatch):
 
 @pytest.fixture(scope="session")
 def _fault_server():
-    server = FaultServer()
+    server = Server()
     yield server
-    server.close()
+    server.close(wait=0)  # scripts that sleep (stall) need not be waited for
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""Shared helpers for the tests: canned bodies in the shapes servers send,
-a stream reader fed exact byte chunks, and a way to time a call."""
+"""Shared helpers for the tests: the one vocabulary of bodies, events and
+framings servers send (tests/server.py sends them), a stream reader fed exact
+byte chunks, and a way to time a call."""
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -14,6 +16,7 @@ import termios
 import threading
 import time
 import tracemalloc
+import zlib
 
 import bor_openai_compat as boc
 
@@ -37,6 +40,19 @@ def completion(text="Hello!", *, model="test-model", finish="stop", usage=None, 
     }
 
 
+# -- The vocabulary of answers ------------------------------------------------
+#
+# A chat chunk: chunk(). An SSE event: event(). A whole SSE body: sse() (of any
+# events), text_stream() (of texts), events() (the same, one piece per event).
+# HTTP/1.1 chunked framing: http_chunk(), chunked(). Content encodings:
+# compress(). Big or odd bodies: endless(), trickle(), nested(), gzip_bomb().
+# tests/server.py sends them.
+
+FRAMINGS = ("chunked", "length", "close")
+ENCODINGS = ("gzip", "deflate-zlib", "deflate-raw", "identity")
+_WBITS = {"gzip": 31, "deflate-zlib": 15, "deflate-raw": -15}
+
+
 def chunk(content=None, *, finish=None, **delta):
     """One stream chunk with a content delta."""
     if content is not None:
@@ -49,19 +65,96 @@ def chunk(content=None, *, finish=None, **delta):
     }
 
 
+def event(data):
+    """One SSE event: a dict (sent as JSON) or a raw string as its data."""
+    return ("data: %s\n\n" % (data if isinstance(data, str) else json.dumps(data))).encode()
+
+
+DONE = b"data: [DONE]\n\n"
+
+
 def sse(*events, done=True):
-    """Encode dicts (as JSON) or raw strings as SSE events."""
-    out = []
-    for event in events:
-        data = event if isinstance(event, str) else json.dumps(event)
-        out.append("data: %s\n\n" % data)
+    """A whole SSE body of these events (dicts as JSON, or raw strings), then [DONE]."""
+    return b"".join([event(data) for data in events] + ([DONE] if done else []))
+
+
+def events(*texts, finish="stop", done=True):
+    """A streamed text answer as separate pieces: one event per text, then finish, then [DONE]."""
+    out = [event(chunk(t)) for t in texts]
+    if finish:
+        out.append(event(chunk(finish=finish)))
     if done:
-        out.append("data: [DONE]\n\n")
-    return "".join(out).encode()
+        out.append(DONE)
+    return out
 
 
 def text_stream(*texts, finish="stop", done=True):
-    return sse(*[chunk(t) for t in texts], chunk(finish=finish), done=done)
+    """A streamed text answer as one body: ``b"".join(events(...))``."""
+    return b"".join(events(*texts, finish=finish, done=done))
+
+
+def http_chunk(data, size=None):
+    """One HTTP/1.1 chunk; ``size`` (text) lies about its length if given."""
+    return b"%s\r\n%s\r\n" % ((size or "%x" % len(data)).encode("latin-1"), data)
+
+
+def chunked(pieces, end=True):
+    """``pieces`` in chunked transfer coding, lazily; empty pieces are skipped."""
+    for piece in pieces:
+        if piece:
+            yield http_chunk(piece)
+    if end:
+        yield b"0\r\n\r\n"
+
+
+def compress(pieces, encoding):
+    """``pieces`` as one body in a content ``encoding`` (a name in ENCODINGS), lazily.
+
+    Each piece is flushed, so it decodes when it arrives, as a compressing
+    proxy does for an event stream; the end of the body goes with the last.
+    """
+    if encoding in (None, "identity"):
+        yield from pieces
+        return
+    z = zlib.compressobj(6, zlib.DEFLATED, _WBITS[encoding])
+    last = None
+    for piece in pieces:
+        if last is not None:
+            yield last
+        last = z.compress(piece) + z.flush(zlib.Z_SYNC_FLUSH)
+    yield (last or b"") + z.flush()
+
+
+def endless(piece, total):
+    """``piece`` over and over, ``total`` bytes in all, made as they are sent."""
+    if isinstance(piece, str):
+        piece = piece.encode()
+    sent = 0
+    while sent < total:
+        yield piece
+        sent += len(piece)
+
+
+def trickle(data):
+    """``data`` one byte at a time (with the server's ``delay=``)."""
+    return (data[i:i + 1] for i in range(len(data)))
+
+
+@functools.lru_cache(maxsize=None)
+def gzip_bomb(inflated, unit=8 << 20):
+    """A gzip body of about ``inflated`` zero bytes, ~1000x smaller.
+
+    gzip members may follow each other and decode as one body, so one small
+    member of ``unit`` zeros is repeated: quick to make, however large.
+    """
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    member = z.compress(bytes(unit)) + z.flush()
+    return member * (inflated // unit)
+
+
+def nested(depth, inner="1"):
+    """JSON text nested ``depth`` arrays deep."""
+    return "[" * depth + inner + "]" * depth
 
 
 def free_port():
@@ -69,16 +162,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def events(*texts, finish="stop", done=True):
-    """SSE events as separate pieces: one per text, then finish, then [DONE]."""
-    out = [sse(chunk(t), done=False) for t in texts]
-    if finish:
-        out.append(sse(chunk(finish=finish), done=False))
-    if done:
-        out.append(b"data: [DONE]\n\n")
-    return out
 
 
 class _Response:

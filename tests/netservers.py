@@ -1,83 +1,24 @@
-"""Small local servers for the network tests: TLS, a forward proxy, redirects.
+"""What the network tests add to the one server (tests/server.py): TLS
+certificates, an OpenAI-like answer, redirects and a forward proxy.
 
-All listen on 127.0.0.1 only and build on :class:`faultserver.FaultServer`
-(a script per request, every request recorded). What is added here:
+All listen on 127.0.0.1 only, as :class:`server.Server` scripts:
 
-* :class:`Server` counts the TCP connections it accepted (so a test can count
-  TLS handshakes or pooled connections) and can speak TLS with a throwaway CA
-  from ``trustme``;
+* :class:`Certs` is a throwaway CA from ``trustme`` and a certificate for
+  127.0.0.1 (``Server(..., tls=certs.server_context())``);
 * :func:`openai` answers like an OpenAI-compatible server (models, chat,
   stream), optionally echoing a token so crossed answers show;
 * :func:`routes` picks a script by path, :func:`redirect` sends a 3xx;
 * :func:`proxy` is a forward proxy that answers absolute-form requests itself,
   or fails the way real proxies do (407, hanging up).
 """
-import json
-import socket
 import ssl
-import threading
-import time
 
 import trustme
 
-import faultserver as fs
+import server as sv
 from helpers import chunk, completion, sse
 
 MODELS = {"object": "list", "data": [{"id": "m"}, {"id": "other-model"}]}
-
-
-class Server(fs.FaultServer):
-    """A FaultServer that counts connections and may speak TLS.
-
-    :param tls: an ``ssl.SSLContext`` for the server side, or None for plain HTTP.
-    """
-
-    def __init__(self, *scripts, tls=None):
-        self.tls = tls
-        self.connections = 0  # TCP connections accepted (= TLS handshakes tried)
-        self.active = 0  # connections still being served
-        self.tls_errors = []
-        self._count = threading.Lock()
-        super().__init__()
-        self.origin = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
-        self.url = self.origin + "/v1"
-        if scripts:
-            self.script(*scripts)
-
-    def posts(self):
-        return [r for r in self.requests if r.method == "POST"]
-
-    def wait_idle(self, seconds=5.0):
-        """Wait until every connection has been closed by the client (or give up)."""
-        deadline = time.monotonic() + seconds
-        while self.active and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.active == 0
-
-    def _handle(self, conn):
-        with self._count:
-            self.connections += 1
-            self.active += 1
-        try:
-            if self.tls is not None:
-                conn.settimeout(10)
-                try:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-                except OSError as exc:  # ssl.SSLError is an OSError
-                    self.tls_errors.append(exc)
-                    conn.close()
-                    return
-            elif conn.recv(1, socket.MSG_PEEK) == b"\x16":
-                # A TLS ClientHello to a plain HTTP server: answer as real servers
-                # do (uvicorn, nginx, http.server), with a plain-text 400.
-                body = b"Bad Request: this is a plain HTTP server"
-                conn.sendall(fs.head(400, "text/plain", len(body), extra=("Connection: close",)) + body)
-                conn.close()
-                return
-            super()._handle(conn)
-        finally:
-            with self._count:
-                self.active -= 1
 
 
 class Certs:
@@ -127,19 +68,19 @@ def openai(text="OK"):
 
     def script(conn, request):
         if _path(request).endswith("/models"):
-            return fs.reply(200, MODELS)(conn, request)
+            return sv.reply(200, MODELS)(conn, request)
         try:
             body = request.json()
         except ValueError:
-            return fs.reply(400, {"error": {"message": "no JSON body"}})(conn, request)
+            return sv.reply(400, {"error": {"message": "no JSON body"}})(conn, request)
         if body.get("model") not in [m["id"] for m in MODELS["data"]]:
             error = {"error": {"message": "The model `%s` does not exist" % body.get("model"),
                                "type": "invalid_request_error", "code": "model_not_found"}}
-            return fs.reply(404, error)(conn, request)
+            return sv.reply(404, error)(conn, request)
         answer = _last_message(request) if text is None else text
         if body.get("stream"):
-            return fs.stream([sse(chunk(answer), chunk(finish="stop"))])(conn, request)
-        return fs.reply(200, completion(answer))(conn, request)
+            return sv.stream([sse(chunk(answer), chunk(finish="stop"))])(conn, request)
+        return sv.reply(200, completion(answer))(conn, request)
 
     return script
 
@@ -153,22 +94,22 @@ def echo(conn, request):
     """
     kind, _, token = _last_message(request).partition(":")
     if kind == "chat":
-        return fs.reply(200, completion("echo " + token))(conn, request)
+        return sv.reply(200, completion("echo " + token))(conn, request)
     if kind == "stream":
         half = len(token) // 2
-        return fs.stream([sse(chunk(token[:half]), done=False), sse(chunk(token[half:]), chunk(finish="stop"))])(
+        return sv.stream([sse(chunk(token[:half]), done=False), sse(chunk(token[half:]), chunk(finish="stop"))])(
             conn, request
         )
     if kind == "early":
         filler = sse(*[chunk(" more") for _ in range(50)], chunk(finish="stop"))
-        return fs.stream([sse(chunk(token), done=False), filler])(conn, request)
+        return sv.stream([sse(chunk(token), done=False), filler])(conn, request)
     error = {"error": {"message": "bad request " + token, "type": "invalid_request_error"}}
-    return fs.reply(400, error)(conn, request)
+    return sv.reply(400, error)(conn, request)
 
 
 def routes(table, default=None):
     """Pick a script by the request's path (without the query); 404 otherwise."""
-    default = default or fs.reply(404, {"error": {"message": "no route"}})
+    default = default or sv.reply(404, {"error": {"message": "no route"}})
 
     def script(conn, request):
         return table.get(_path(request), default)(conn, request)
@@ -180,7 +121,7 @@ def redirect(status, location):
     """A 3xx answer to ``location``; the connection stays open."""
 
     def script(conn, request):
-        conn.sendall(fs.head(status, "text/plain", 0, extra=("Location: " + location,)))
+        conn.sendall(sv.head(status, "text/plain", 0, headers=("Location: " + location,)))
         return True
 
     return script
@@ -205,16 +146,12 @@ def proxy(mode="answer", text="via proxy"):
         if mode == "407":
             body = b"<html><body><h1>407 Proxy Authentication Required</h1></body></html>"
             conn.sendall(
-                fs.head(407, "text/html", len(body), extra=('Proxy-Authenticate: Basic realm="corp"',)) + body
+                sv.head(407, "text/html", len(body), headers=('Proxy-Authenticate: Basic realm="corp"',)) + body
             )
             return True
         if request.method == "CONNECT":
-            conn.sendall(fs.head(501, "text/plain", 0))  # no tunnels here
+            conn.sendall(sv.head(501, "text/plain", 0))  # no tunnels here
             return False
         return upstream(conn, request)
 
     return script
-
-
-def json_body(request):
-    return json.loads(request.body)

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import bor_openai_compat as boc
-import hostile as h
-from helpers import bounded, chunk, consume, feed, peak_memory, run, sse
+import server as sv
+from helpers import bounded, chunk, consume, endless, feed, gzip_bomb, peak_memory, run, sse, trickle
 
 GOOD = sse(chunk("tok "), done=False)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -50,15 +50,15 @@ TRICKLE = 0.02  # seconds between bytes: 4-5 s for these bodies
 
 
 @pytest.mark.parametrize("scripts, call, exc_type", [
-    pytest.param(lambda: [h.answer(h.trickle(b'{"error": {"message": "%s"}}' % (b"x" * 200)), status=500,
+    pytest.param(lambda: [sv.answer(trickle(b'{"error": {"message": "%s"}}' % (b"x" * 200)), status=500,
                                    delay=TRICKLE)],
                  lambda c: c.chat("Hi", stream_timeout=0.5), (boc.Timeout, boc.ServerError), id="error-body-trickles"),
-    pytest.param(lambda: [h.answer({"error": {"message": "model 'm' not found"}}, status=404),
-                          h.answer(h.trickle(TRICKLED_MODELS), delay=TRICKLE)],
+    pytest.param(lambda: [sv.answer({"error": {"message": "model 'm' not found"}}, status=404),
+                          sv.answer(trickle(TRICKLED_MODELS), delay=TRICKLE)],
                  lambda c: c.chat("Hi", stream_timeout=0.5), boc.UnknownModel, id="models-after-an-unknown-model"),
-    pytest.param(lambda: [h.answer(h.trickle(TRICKLED_MODELS), delay=TRICKLE)],
+    pytest.param(lambda: [sv.answer(trickle(TRICKLED_MODELS), delay=TRICKLE)],
                  lambda c: c.models(stream_timeout=0.5), boc.Timeout, id="models-per-call"),
-    pytest.param(lambda: [h.answer(h.trickle(TRICKLED_MODELS), delay=TRICKLE)],
+    pytest.param(lambda: [sv.answer(trickle(TRICKLED_MODELS), delay=TRICKLE)],
                  lambda c: boc.Client(c.base_url, model="m", stream_timeout=0.5, max_retries=0).models(),
                  boc.Timeout, id="models-client-wide"),
 ])
@@ -95,7 +95,7 @@ REGEX_BODIES = [
 
 @pytest.mark.parametrize("kind, status, ctype, body, exc_type", REGEX_BODIES)
 def test_a_hostile_megabyte_is_classified_quickly(fault_server, make_client, kind, status, ctype, body, exc_type):
-    fault_server.script(h.answer(body, status=status, ctype=ctype))
+    fault_server.script(sv.answer(body, status=status, ctype=ctype))
     client = make_client(max_retries=0)
     calls = {"chat": lambda: client.chat("Hi"), "images": lambda: client.chat("Hi", images=[PNG]),
              "stream": consume(client)}
@@ -111,20 +111,20 @@ LIMIT = 200 * MiB  # max_event_bytes is 32 MiB; a few copies of it at most
 
 
 def endless_x(total=160 * MiB):
-    return h.endless(b"x" * MiB, total)
+    return endless(b"x" * MiB, total)
 
 
 MEMORY = [
-    pytest.param("stream", lambda: h.answer(_then(GOOD, b"data: ", endless_x()), ctype="text/event-stream",
+    pytest.param("stream", lambda: sv.answer(_then(GOOD, b"data: ", endless_x()), ctype="text/event-stream",
                                             framing="chunked"), "tok ", id="stream-line-without-end"),
-    pytest.param("chat", lambda: h.answer(_then(b'{"choices": "', endless_x()), framing="chunked"), None,
+    pytest.param("chat", lambda: sv.answer(_then(b'{"choices": "', endless_x()), framing="chunked"), None,
                  id="chat-body-without-end"),
-    pytest.param("models", lambda: h.answer(_then(b'{"data": ["', endless_x()), framing="close"), None,
+    pytest.param("models", lambda: sv.answer(_then(b'{"data": ["', endless_x()), framing="close"), None,
                  id="models-body-without-end"),
-    pytest.param("stream", lambda: h.answer([_gzip(GOOD) + h.gzip_bomb(256 * MiB)], ctype="text/event-stream",
+    pytest.param("stream", lambda: sv.answer([_gzip(GOOD) + gzip_bomb(256 * MiB)], ctype="text/event-stream",
                                             framing="chunked", declare="gzip"), "tok ", id="stream-gzip-bomb"),
-    pytest.param("chat", lambda: h.answer(h.gzip_bomb(256 * MiB), declare="gzip"), None, id="chat-gzip-bomb"),
-    pytest.param("models", lambda: h.answer(h.gzip_bomb(256 * MiB), declare="gzip", framing="close"), None,
+    pytest.param("chat", lambda: sv.answer(gzip_bomb(256 * MiB), declare="gzip"), None, id="chat-gzip-bomb"),
+    pytest.param("models", lambda: sv.answer(gzip_bomb(256 * MiB), declare="gzip", framing="close"), None,
                  id="models-gzip-bomb"),
 ]
 
@@ -160,7 +160,7 @@ def test_a_body_without_end_is_refused_in_bounded_memory(fault_server, make_clie
 @pytest.mark.parametrize("status, exc_type", [(500, boc.ServerError), (401, boc.AuthenticationError)])
 def test_a_compressed_error_body_is_capped_after_decompression(fault_server, make_client, status, exc_type):
     """urllib3 1.26 applied the 1 MiB cap to the compressed bytes."""
-    fault_server.script(h.answer(h.gzip_bomb(256 * MiB), status=status, declare="gzip"))
+    fault_server.script(sv.answer(gzip_bomb(256 * MiB), status=status, declare="gzip"))
     client = make_client(max_retries=0)
     with bounded(cpu=5, wall=10), peak_memory() as memory:
         error, _ = run(lambda: client.chat("Hi"))
@@ -170,7 +170,7 @@ def test_a_compressed_error_body_is_capped_after_decompression(fault_server, mak
 
 def test_max_event_bytes_is_an_option(fault_server):
     """A smaller bound is honoured: an event of 2 MiB against max_event_bytes=1 MiB."""
-    fault_server.script(h.answer([GOOD, sse(chunk("y" * 2 * MiB), done=False)], ctype="text/event-stream",
+    fault_server.script(sv.answer([GOOD, sse(chunk("y" * 2 * MiB), done=False)], ctype="text/event-stream",
                                  framing="chunked"))
     client = boc.Client(fault_server.url, model="m", max_retries=0, max_event_bytes=MiB)
     error, _ = run(consume(client))
@@ -180,7 +180,7 @@ def test_max_event_bytes_is_an_option(fault_server):
 
 def test_events_up_to_the_default_bound_still_arrive(fault_server):
     text = "z" * (24 * MiB)
-    fault_server.script(h.answer([sse(chunk(text), chunk(finish="stop"))], ctype="text/event-stream",
+    fault_server.script(sv.answer([sse(chunk(text), chunk(finish="stop"))], ctype="text/event-stream",
                                  framing="chunked"))
     result, _ = run(consume(boc.Client(fault_server.url, model="m", max_retries=0)))
     assert isinstance(result, boc.ChatResult) and result.text == text

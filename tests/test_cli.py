@@ -11,8 +11,8 @@ import time
 import pytest
 
 import bor_openai_compat as boc
-import faultserver as fs
-from helpers import BASE, URL, asleep, chunk, completion, free_port, sse, text_stream
+import server as sv
+from helpers import BASE, URL, asleep, chunk, completion, free_port, http_chunk, sse, text_stream
 
 MODELS = {"object": "list", "data": [{"id": "llama3:latest"}, {"id": "qwen2.5:7b"}]}
 
@@ -295,11 +295,11 @@ def held(pieces, release, arrived=None, after=None):
     or without ``after`` close the connection."""
 
     def send(conn, piece):
-        conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.sendall(http_chunk(piece))
 
     def script(conn, request):
         if pieces:
-            conn.sendall(fs.head(200, "text/event-stream", chunked=True))
+            conn.sendall(sv.head(200, "text/event-stream", framing="chunked"))
             for piece in pieces:
                 send(conn, piece)
         if arrived is not None:
@@ -324,7 +324,7 @@ def release():
 
 
 def test_python_dash_m(fault_server):
-    fault_server.script(fs.stream([sse(chunk("hi "), done=False), sse(chunk("there"), chunk(finish="stop"))]))
+    fault_server.script(sv.stream([sse(chunk("hi "), done=False), sse(chunk("there"), chunk(finish="stop"))]))
     proc = cli("chat", "--base-url", fault_server.url, "--model", "m", "hello")
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and out == b"hi there\n", err
@@ -393,7 +393,7 @@ def test_a_closed_pipe_ends_quietly(fault_server, release):
 
 @pytest.mark.parametrize("encoding, expected", [("ascii", b"caf? ? ??\n"), ("cp1252", b"caf\xe9 \x96 ??\n")])
 def test_output_that_cannot_encode_a_character_replaces_it(fault_server, encoding, expected):
-    fault_server.script(fs.stream([sse(chunk("café – 日本"), chunk(finish="stop"))]))
+    fault_server.script(sv.stream([sse(chunk("café – 日本"), chunk(finish="stop"))]))
     proc = cli("chat", "--base-url", fault_server.url, "--model", "m", "hi", env={"PYTHONIOENCODING": encoding})
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and out == expected, err
@@ -403,7 +403,7 @@ def test_output_that_cannot_encode_a_character_replaces_it(fault_server, encodin
 def test_stream_timeout_bounds_doctor_and_models(fault_server, capsys, command):
     # A server that accepts and never answers: the command gives up at
     # --stream-timeout instead of waiting for --timeout.
-    fault_server.script(*[fs.stall(30)] * 8)
+    fault_server.script(*[sv.stall(30)] * 8)
     start = time.monotonic()
     code = boc.main(command + ["--base-url", fault_server.url, "--timeout", "60", "--stream-timeout", "0.5"])
     out, err = capsys.readouterr()

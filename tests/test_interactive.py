@@ -3,7 +3,7 @@
 The command line runs as a real program whose stdin, stdout and stderr are a
 pseudo-terminal (the stdlib ``pty`` module), so that readline, Ctrl-C typed
 as ``\\x03`` and the terminal checks are the ones a user gets. The server is
-the scriptable local one from ``faultserver.py``.
+the scriptable local one from ``server.py``.
 """
 import json
 import os
@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-import faultserver as fs
+import server as sv
 from helpers import Terminal, chunk, sse
 
 ESC_OSC_CR = "\x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\x1b[2K\rforged\x9b31m"
@@ -39,7 +39,7 @@ def terminal(fault_server):
 def answer(*texts, reasoning=None):
     pieces = [sse(chunk(reasoning_content=reasoning), done=False)] if reasoning else []
     pieces += [sse(chunk(text), done=False) for text in texts]
-    return fs.stream(pieces + [sse(chunk(finish="stop"))])
+    return sv.stream(pieces + [sse(chunk(finish="stop"))])
 
 
 def numbered(conn, request):
@@ -56,7 +56,7 @@ def held(first, release, arrived=None):
             arrived.set()
         release.wait(30)
 
-    return fs.stream([sse(chunk(first), done=False)], then=then, end=False)
+    return sv.stream([sse(chunk(first), done=False)], then=then, end=False)
 
 
 def sent(server):
@@ -182,7 +182,7 @@ def test_an_image_goes_with_the_next_message_and_stays_in_the_history(terminal, 
 
 def test_a_failed_turn_says_one_line_and_is_rolled_back(terminal, fault_server):
     refusal = {"error": {"message": "no thanks" + ESC_OSC_CR + "\nsecond line"}}
-    fault_server.script(answer("fine"), fs.reply(400, refusal), answer("still here"))
+    fault_server.script(answer("fine"), sv.reply(400, refusal), answer("still here"))
     term = terminal()
     term.expect("> ")
     term.type("one")
@@ -201,10 +201,10 @@ def test_a_failed_turn_says_one_line_and_is_rolled_back(terminal, fault_server):
 
 
 def test_the_server_going_away_ends_the_session(fault_server):
-    server = fs.FaultServer()
+    server = sv.Server()
     try:
         # Close-delimited answers, so that no kept-alive connection outlives the server.
-        server.script(fs.stream([sse(chunk("hi"), chunk(finish="stop"))], chunked=False))
+        server.script(sv.stream([sse(chunk("hi"), chunk(finish="stop"))], framing="close"))
         term = Terminal("chat", "--base-url", server.url, "--model", "m")
         term.expect("> ")
         term.type("hello")
@@ -255,13 +255,13 @@ def test_an_answer_and_its_reasoning_show_their_control_characters(terminal, fau
 
 def test_models_and_doctor_lines_cannot_be_forged(fault_server):
     models = {"data": [{"id": "good\r\x1b[2K✓ forged"}, {"id": "m"}]}
-    fault_server.script(fs.reply(200, models))
+    fault_server.script(sv.reply(200, models))
     term = Terminal("models", "--base-url", fault_server.url)
     assert term.wait() == 0
     assert term.output.decode() == "good\\r\\x1b[2K✓ forged\nm\n"
 
     refusal = {"error": {"message": "bad\n✓ the model is fine\x1b[1A\x1b[2K"}}
-    fault_server.script(fs.reply(200, models), fs.reply(400, refusal))
+    fault_server.script(sv.reply(200, models), sv.reply(400, refusal))
     term = Terminal("doctor", "--base-url", fault_server.url, "--model", "m")
     assert term.wait() == 1
     lines = term.output.decode().splitlines()
@@ -271,7 +271,7 @@ def test_models_and_doctor_lines_cannot_be_forged(fault_server):
 
 
 def test_json_is_as_it_was(terminal, fault_server):
-    fault_server.script(fs.reply(200, {"choices": [{"message": {"role": "assistant", "content": "a\x1b]0;x\x07"}}]}))
+    fault_server.script(sv.reply(200, {"choices": [{"message": {"role": "assistant", "content": "a\x1b]0;x\x07"}}]}))
     term = terminal("--json", "hi")
     assert term.wait() == 0
     assert json.loads(term.output.decode())["choices"][0]["message"]["content"] == "a\x1b]0;x\x07"

@@ -11,9 +11,9 @@ import threading
 import pytest
 
 import bor_openai_compat as boc
-import faultserver as fs
 import netservers as ns
-from helpers import CANARY_KEY, Reader, chunk, completion, free_port, sse
+import server as sv
+from helpers import CANARY_KEY, Reader, chunk, completion, free_port, http_chunk, sse
 
 ENV_NAMES = (
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
@@ -34,14 +34,14 @@ def _clean_env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def server():
-    s = ns.Server(ns.openai())
+    s = sv.Server(ns.openai())
     yield s
     s.close()
 
 
 @pytest.fixture
 def other_server():
-    s = ns.Server(ns.openai("from the other server"))
+    s = sv.Server(ns.openai("from the other server"))
     yield s
     s.close()
 
@@ -68,7 +68,7 @@ def certs(tmp_path_factory):
 
 @pytest.fixture
 def tls_server(certs):
-    s = ns.Server(ns.openai("over TLS"), tls=certs.server_context())
+    s = sv.Server(ns.openai("over TLS"), tls=certs.server_context())
     yield s
     s.close()
 
@@ -105,7 +105,7 @@ def test_untrusted_certificate_is_one_clear_error(tls_server, certs, monkeypatch
     assert "verify=" in text, text
     assert "plain http" not in text.lower(), text
     # A certificate does not become trusted by asking again.
-    assert tls_server.connections == 1, tls_server.tls_errors
+    assert tls_server.accepts == 1, tls_server.tls_errors
     assert tls_server.requests == []
 
 
@@ -124,7 +124,7 @@ PROXY_SECRET = "proxy-pass-7e1d0c"
 
 @pytest.fixture
 def answering_proxy():
-    p = ns.Server(ns.proxy("answer"))
+    p = sv.Server(ns.proxy("answer"))
     yield p
     p.close()
 
@@ -182,7 +182,7 @@ def test_a_working_proxy_carries_the_call(answering_proxy, monkeypatch):
 @pytest.mark.parametrize("scheme", ["http", "https"])
 @pytest.mark.parametrize("mode", ["refuse", "drop", "407"])
 def test_a_failing_proxy_is_named(monkeypatch, scheme, mode):
-    proxy = None if mode == "refuse" else ns.Server(ns.proxy(mode))
+    proxy = None if mode == "refuse" else sv.Server(ns.proxy(mode))
     port = proxy.port if proxy else free_port()
     set_proxy(monkeypatch, "http://puser:%s@127.0.0.1:%d" % (PROXY_SECRET, port))
     try:
@@ -262,7 +262,7 @@ def test_secret_headers_are_dropped_on_a_redirect_to_another_origin(server, othe
         def by_host(conn, request):
             if request.headers["host"].startswith("127.0.0.1"):
                 return ns.redirect(307, location)(conn, request)
-            return fs.reply(200, completion("from the other server"))(conn, request)
+            return sv.reply(200, completion("from the other server"))(conn, request)
 
         server.script(by_host)
         landed = server
@@ -282,7 +282,7 @@ def test_secret_headers_are_dropped_on_a_redirect_to_another_origin(server, othe
 def test_secret_headers_are_kept_on_a_same_origin_redirect(server, auth):
     server.script(ns.routes({
         "/v1/chat/completions": ns.redirect(307, server.origin + "/v2/chat/completions"),
-        "/v2/chat/completions": fs.reply(200, completion("moved")),
+        "/v2/chat/completions": sv.reply(200, completion("moved")),
     }))
     headers = dict(SECRET_HEADERS, **(AUTH_HEADER if auth != "api_key" else {}))
     api_key = CANARY_KEY if auth == "api_key" else None
@@ -300,20 +300,20 @@ def test_secret_headers_are_kept_on_a_same_origin_redirect(server, auth):
 def test_307_and_308_are_followed_with_the_body(server, status):
     server.script(ns.routes({
         "/v1/chat/completions": ns.redirect(status, server.origin + "/v2/chat/completions"),
-        "/v2/chat/completions": fs.reply(200, completion("moved")),
+        "/v2/chat/completions": sv.reply(200, completion("moved")),
     }))
     with client(server.url) as c:
         assert c.chat("Hi", temperature=0.5).text == "moved"
     first, second = server.requests
     assert second.method == "POST" and second.body == first.body
-    assert ns.json_body(second)["messages"] == [{"role": "user", "content": "Hi"}]
+    assert second.json()["messages"] == [{"role": "user", "content": "Hi"}]
 
 
 def test_a_short_redirect_chain_is_followed(server):
     server.script(ns.routes({
         "/v1/chat/completions": ns.redirect(307, server.origin + "/hop1/chat/completions"),
         "/hop1/chat/completions": ns.redirect(308, server.origin + "/v2/chat/completions"),
-        "/v2/chat/completions": fs.reply(200, completion("moved twice")),
+        "/v2/chat/completions": sv.reply(200, completion("moved twice")),
     }))
     with client(server.url) as c:
         assert c.chat("Hi").text == "moved twice"
@@ -346,7 +346,7 @@ def test_a_redirect_that_would_drop_the_body_is_not_followed(server, status, fas
     moved = server.origin + "/api/v1"
     server.script(ns.routes({
         "/v1/chat/completions": ns.redirect(status, moved + "/chat/completions"),
-        "/api/v1/chat/completions": fs.reply(200, completion("a GET was answered")),
+        "/api/v1/chat/completions": sv.reply(200, completion("a GET was answered")),
     }))
     with client(server.url, max_retries=2) as c:
         error = failure(lambda: c.chat("Hi"))
@@ -405,7 +405,7 @@ def test_query_in_the_base_url_follows_every_path(server, suffix):
 
 def test_query_is_kept_on_retries_and_the_model_lookup(server, fast_retries):
     url = server.origin + "/openai/deployments/d?" + QUERY
-    server.script(fs.reply(503, {"error": {"message": "busy"}}), ns.openai())
+    server.script(sv.reply(503, {"error": {"message": "busy"}}), ns.openai())
     with client(url, max_retries=1) as c:
         answer = outcome(lambda: c.chat("Hi").text)
         error = outcome(lambda: c.chat("Hi", model="nope"))
@@ -435,13 +435,13 @@ def test_close_from_another_thread_under_tls(certs):
     release = threading.Event()
 
     def one_delta_then_wait(conn, request):
-        conn.sendall(fs.head(200, "text/event-stream", chunked=True))
+        conn.sendall(sv.head(200, "text/event-stream", framing="chunked"))
         piece = sse(chunk("first"), done=False)
-        conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.sendall(http_chunk(piece))
         release.wait(30)
         return False
 
-    server = ns.Server(one_delta_then_wait, tls=certs.server_context())
+    server = sv.Server(one_delta_then_wait, tls=certs.server_context())
     try:
         c = client(server.url, verify=certs.ca_path)
         stream = c.stream("Hi")
@@ -479,7 +479,7 @@ def test_an_unusable_proxy_is_named(monkeypatch):
 
 def test_a_key_in_the_base_url_query_is_a_secret(server):
     # Some gateways take the key as ?key=...; an error echoing it hides it.
-    server.script(fs.reply(400, {"error": {"message": "bad request for key=%s" % "gw-key-5a9d3c7e"}}))
+    server.script(sv.reply(400, {"error": {"message": "bad request for key=%s" % "gw-key-5a9d3c7e"}}))
     with client(server.url + "?key=gw-key-5a9d3c7e") as c:
         error = failure(lambda: c.chat("Hi"))
     assert "gw-key-5a9d3c7e" not in str(error) + repr(error) + error.message, str(error)
@@ -490,9 +490,9 @@ def test_proxy_credentials_echoed_in_an_error_answer_never_show(monkeypatch):
     # the proxy's URL and the Proxy-Authorization it got.
     def echo(conn, request):
         message = "upstream failed via %s; got %s" % (proxy_url, request.headers.get("proxy-authorization"))
-        return fs.reply(502, {"error": {"message": message}})(conn, request)
+        return sv.reply(502, {"error": {"message": message}})(conn, request)
 
-    proxy = ns.Server(echo)
+    proxy = sv.Server(echo)
     proxy_url = "http://bob:%s@127.0.0.1:%d" % (PROXY_SECRET, proxy.port)
     try:
         set_proxy(monkeypatch, proxy_url)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import bor_openai_compat as boc
-import faultserver as fs
+import server as sv
 from helpers import BASE, URL, completion, consume, events, free_port, run
 
 PUBLIC = ("status_code", "message", "code", "body", "model", "available", "suggestion", "retry_after")
@@ -53,9 +53,9 @@ def constant(call):
 FAILURES = [
     pytest.param(boc.ConfigurationError, constant(lambda: boc.Client()), id="ConfigurationError"),
     pytest.param(boc.InvalidImage, constant(lambda: boc.image_data_url(b"not an image")), id="InvalidImage"),
-    pytest.param(boc.ConnectionFailed, served(fs.close_at_once), id="ConnectionFailed"),
+    pytest.param(boc.ConnectionFailed, served(sv.close_at_once), id="ConnectionFailed"),
     pytest.param(boc.ConnectionRefused, refused, id="ConnectionRefused"),
-    pytest.param(boc.Timeout, served(fs.stall(3), timeout=0.3), id="Timeout"),
+    pytest.param(boc.Timeout, served(sv.stall(3), timeout=0.3), id="Timeout"),
     pytest.param(boc.APIError, mocked_error(409, {"error": {"message": "conflict", "code": "c1"}}), id="APIError"),
     pytest.param(boc.AuthenticationError, mocked_error(401, {"error": {"message": "bad key"}}),
                  id="AuthenticationError"),
@@ -65,29 +65,29 @@ FAILURES = [
     pytest.param(boc.BadRequest, mocked_error(400, {"error": {"message": "bad", "param": "x"}}), id="BadRequest"),
     pytest.param(boc.VisionNotSupported, mocked_error(500, {"error": {"message": "image input is not supported"}},
                                                       call="images"), id="VisionNotSupported"),
-    pytest.param(boc.RateLimited, served(fs.reply(429, {"error": {"message": "slow"}}, extra=["Retry-After: 999"])),
+    pytest.param(boc.RateLimited, served(sv.reply(429, {"error": {"message": "slow"}}, headers=["Retry-After: 999"])),
                  id="RateLimited"),
     pytest.param(boc.ServerError, mocked_error(503, "busy"), id="ServerError"),
     pytest.param(boc.StreamingNotSupported, mocked_error(200, completion("whole"), call="stream"),
                  id="StreamingNotSupported"),
-    pytest.param(boc.StreamInterrupted, served(fs.stream(events("cut ", finish=None, done=False)), call="stream"),
+    pytest.param(boc.StreamInterrupted, served(sv.stream(events("cut ", finish=None, done=False)), call="stream"),
                  id="StreamInterrupted"),
     pytest.param(boc.InvalidResponse, mocked_error(200, "<html><title>Login</title></html>"), id="InvalidResponse"),
 ]
 
 # Errors after a stream started: their own family and StreamInterrupted at once.
 MID_STREAM = [
-    pytest.param(boc.ServerError, served(fs.stream(events("first ", finish=None, done=False) + [
+    pytest.param(boc.ServerError, served(sv.stream(events("first ", finish=None, done=False) + [
         b'data: {"error": {"message": "CUDA out of memory", "code": 500}}\n\n']), call="stream"),
         id="server-error-event-after-a-token"),
-    pytest.param(boc.Timeout, served(fs.stream(events("first ", finish=None, done=False), then=lambda: time.sleep(2)),
+    pytest.param(boc.Timeout, served(sv.stream(events("first ", finish=None, done=False), then=lambda: time.sleep(2)),
                                      call="stream", timeout=0.3), id="timeout-mid-stream"),
-    pytest.param(boc.ConnectionFailed, served(fs.stream(events("first ", finish=None, done=False), end=False),
+    pytest.param(boc.ConnectionFailed, served(sv.stream(events("first ", finish=None, done=False), end=False),
                                               call="stream"), id="dropped-mid-stream"),
-    pytest.param(boc.InvalidResponse, served(fs.stream(events("first ", finish=None, done=False)
+    pytest.param(boc.InvalidResponse, served(sv.stream(events("first ", finish=None, done=False)
                                                        + [b"data: {broken\n\n"]), call="stream"),
                  id="invalid-event-mid-stream"),
-    pytest.param(boc.BadRequest, served(fs.stream(events("first ", finish=None, done=False) + [
+    pytest.param(boc.BadRequest, served(sv.stream(events("first ", finish=None, done=False) + [
         b'data: {"error": {"message": "context length exceeded", "code": 400}}\n\n']), call="stream"),
         id="bad-request-event-after-a-token"),
 ]
@@ -138,7 +138,7 @@ def _raise(error):
 
 
 def test_a_mid_stream_error_crosses_a_process_pool(fault_server):
-    fault_server.script(fs.stream(events("first ", finish=None, done=False) + [
+    fault_server.script(sv.stream(events("first ", finish=None, done=False) + [
         b'data: {"error": {"message": "CUDA out of memory", "code": 500}}\n\n']))
     error, _ = run(consume(boc.Client(fault_server.url, model="m", max_retries=0)))
     with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:

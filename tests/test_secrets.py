@@ -12,8 +12,7 @@ import pytest
 import requests
 
 import bor_openai_compat as boc
-import faultserver as fs
-import hostile as h
+import server as sv
 from helpers import CANARY_KEY, assert_hidden, chunk, consume, free_port, run, sse, visible
 
 GOOD = sse(chunk("tok "), done=False)
@@ -25,7 +24,7 @@ def key(request):
 
 
 def stream_of(*pieces):
-    return h.answer(lambda r: [p(r) if callable(p) else p for p in pieces], ctype="text/event-stream",
+    return sv.answer(lambda r: [p(r) if callable(p) else p for p in pieces], ctype="text/event-stream",
                     framing="chunked")
 
 
@@ -38,12 +37,12 @@ def logs(caplog):
 # The nine paths of the issue where an echoed key reached str(exc), each with
 # the error the caller gets and the words that make it useful.
 ECHOES = [
-    pytest.param("chat", h.answer(key, ctype="text/plain"), boc.InvalidResponse, "not JSON", None, id="200-plain-text"),
-    pytest.param("chat", h.answer(lambda r: "<html><title>%s</title></html>" % key(r), ctype="text/html"),
+    pytest.param("chat", sv.answer(key, ctype="text/plain"), boc.InvalidResponse, "not JSON", None, id="200-plain-text"),
+    pytest.param("chat", sv.answer(lambda r: "<html><title>%s</title></html>" % key(r), ctype="text/html"),
                  boc.InvalidResponse, "HTML page", None, id="200-html-title"),
-    pytest.param("chat", h.answer(lambda r: {"object": "list", "echo": key(r)}), boc.InvalidResponse,
+    pytest.param("chat", sv.answer(lambda r: {"object": "list", "echo": key(r)}), boc.InvalidResponse,
                  "without the 'choices'", None, id="200-json-without-choices"),
-    pytest.param("chat", h.answer(lambda r: {"choices": [key(r)]}), boc.InvalidResponse, "unexpected shape", None,
+    pytest.param("chat", sv.answer(lambda r: {"choices": [key(r)]}), boc.InvalidResponse, "unexpected shape", None,
                  id="choices-of-the-wrong-shape"),
     pytest.param("stream", stream_of(GOOD, lambda r: "data: {%s\n\n" % key(r)), boc.InvalidResponse, "not JSON",
                  "tok ", id="non-json-event"),
@@ -51,9 +50,9 @@ ECHOES = [
                  "", id="non-sse-stream-body"),
     pytest.param("stream", stream_of(GOOD, lambda r: "data: %s\n\n" % json.dumps([key(r)])), boc.InvalidResponse,
                  "not an object", "tok ", id="event-not-an-object"),
-    pytest.param("models", h.answer(lambda r: {"data": key(r)}), boc.InvalidResponse, "no model list", None,
+    pytest.param("models", sv.answer(lambda r: {"data": key(r)}), boc.InvalidResponse, "no model list", None,
                  id="models-without-a-list"),
-    pytest.param("chat", h.answer(b"", status=302,
+    pytest.param("chat", sv.answer(b"", status=302,
                                   headers=lambda r: ["Location: ftp://files.example/" + key(r)[len("Bearer "):]]),
                  boc.OpenAICompatError, "", None, id="redirect-location"),
 ]
@@ -155,7 +154,7 @@ def echo_headers(request):
                                   "X-Goog-Api-Key", "Proxy-Authorization"])
 @pytest.mark.parametrize("status", [200, 400])
 def test_secret_headers_echoed_back_never_show(fault_server, logs, name, status):
-    fault_server.script(h.answer(lambda r: {"error": {"message": echo_headers(r)}} if status == 400
+    fault_server.script(sv.answer(lambda r: {"error": {"message": echo_headers(r)}} if status == 400
                                  else echo_headers(r), status=status, ctype="text/plain"))
     client = boc.Client(fault_server.url, model="m", max_retries=0, headers={name: "Bearer " + HEADER_SECRET})
     error, _ = run(lambda: client.chat("Hi"))
@@ -168,7 +167,7 @@ def test_secret_headers_echoed_back_never_show(fault_server, logs, name, status)
 
 
 def test_ordinary_headers_are_not_hidden(fault_server):
-    fault_server.script(h.answer(echo_headers, ctype="text/plain"))
+    fault_server.script(sv.answer(echo_headers, ctype="text/plain"))
     client = boc.Client(fault_server.url, model="m", max_retries=0, headers={"X-Title": "demo-title-xyz"})
     error, _ = run(lambda: client.chat("Hi"))
     assert "demo-title-xyz" in str(error)
@@ -176,14 +175,14 @@ def test_ordinary_headers_are_not_hidden(fault_server):
 
 def test_a_key_shorter_than_four_characters_is_not_scrubbed(fault_server):
     """Scrubbing "sk" would cut words ("task" -> "ta***")."""
-    fault_server.script(h.answer({"error": {"message": "task failed"}}, status=400))
+    fault_server.script(sv.answer({"error": {"message": "task failed"}}, status=400))
     client = boc.Client(fault_server.url, api_key="sk", model="m", max_retries=0)
     error, _ = run(lambda: client.chat("Hi"))
     assert isinstance(error, boc.BadRequest) and "task failed" in str(error)
 
 
 def test_the_key_is_scrubbed_inside_json_values_of_body(fault_server, make_client):
-    fault_server.script(h.answer(lambda r: {"error": {"message": "denied", "details": [{"seen": key(r)}]}},
+    fault_server.script(sv.answer(lambda r: {"error": {"message": "denied", "details": [{"seen": key(r)}]}},
                                  status=403))
     error, _ = run(lambda: make_client(max_retries=0).chat("Hi"))
     assert isinstance(error, boc.AuthenticationError)
@@ -199,7 +198,7 @@ def test_basic_auth_from_the_base_url_echoed_back_never_shows(fault_server):
 
     def echo(conn, request):
         auth = request.headers.get("authorization", "")
-        return fs.reply(401, {"error": {"message": "bad credentials in header: " + auth}})(conn, request)
+        return sv.reply(401, {"error": {"message": "bad credentials in header: " + auth}})(conn, request)
 
     fault_server.script(echo)
     client = boc.Client(fault_server.url.replace("http://", "http://alice:%s@" % password), model="m")
@@ -213,7 +212,7 @@ def test_basic_auth_from_the_base_url_echoed_back_never_shows(fault_server):
 def test_an_error_keeps_its_secrets_cut_after_its_client_is_gone(fault_server):
     # The secrets of a client are known while it lives; an error shown later,
     # or pickled to another process, was scrubbed as it was made.
-    fault_server.script(fs.reply(404, {"error": {"message": "Not Found"}}))
+    fault_server.script(sv.reply(404, {"error": {"message": "Not Found"}}))
 
     def failed_call():
         client = boc.Client(fault_server.url + "?api-key=" + CANARY_KEY, api_key=CANARY_KEY, model="m")

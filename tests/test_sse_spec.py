@@ -24,9 +24,8 @@ import pytest
 import sseclient
 
 import bor_openai_compat as boc
-import wireserver as ws
-from helpers import chunk
-from helpers import feed
+import server as sv
+from helpers import FRAMINGS, chunk, feed, http_chunk
 
 BOM = b"\xef\xbb\xbf"
 
@@ -225,7 +224,7 @@ def test_cut_at_every_byte(case):
 
 @pytest.fixture(scope="module")
 def server():
-    server = ws.WireServer()
+    server = sv.Server()
     yield server
     server.close()
 
@@ -238,10 +237,10 @@ def test_over_a_socket(server, case, framing):
     def handler(conn, request):
         if framing == "chunked-byte-per-chunk":
             pieces = [body[i:i + 1] for i in range(len(body))]
-            return ws.send(conn, 200, pieces, framing="chunked", ctype="text/event-stream")
-        return ws.send(conn, 200, [body], framing=framing, ctype="text/event-stream")
+            return sv.send(conn, pieces, framing="chunked", ctype="text/event-stream")
+        return sv.send(conn, body, framing=framing, ctype="text/event-stream")
 
-    server.handler = handler
+    server.script(handler)
     with boc.Client(server.url, model="m", max_retries=0) as client:
         with client.stream("Hi") as stream:
             got = list(stream)
@@ -260,10 +259,10 @@ def causal_handler(server, events, seen, late, *, framing, ctype):
     """
 
     def handler(conn, request):
-        conn.sendall(ws.head(200, framing=framing, length=sum(map(len, events)), ctype=ctype))
+        conn.sendall(sv.head(200, ctype, sum(map(len, events)), framing=framing))
         patient = True
         for i, event in enumerate(events):
-            conn.sendall(ws.chunk_frame(event) if framing == "chunked" else event)
+            conn.sendall(http_chunk(event) if framing == "chunked" else event)
             if i < len(seen) and patient and not seen[i].wait(5):
                 late.append(i)
                 patient = False
@@ -277,7 +276,7 @@ def causal_handler(server, events, seen, late, *, framing, ctype):
 def read_causally(server, events, *, framing, ctype):
     seen = [threading.Event() for _ in events[:-1]]
     late = []
-    server.handler = causal_handler(server, events, seen, late, framing=framing, ctype=ctype)
+    server.script(causal_handler(server, events, seen, late, framing=framing, ctype=ctype))
     texts = []
     with boc.Client(server.url, model="m", max_retries=0) as client:
         with client.stream("Hi") as stream:
@@ -289,7 +288,7 @@ def read_causally(server, events, *, framing, ctype):
     return texts, stream.result
 
 
-@pytest.mark.parametrize("framing", ws.FRAMINGS)
+@pytest.mark.parametrize("framing", FRAMINGS)
 def test_a_content_type_in_other_case_streams_event_by_event(server, framing):
     events = [("data: %s\n\n" % c("t%d " % i)).encode() for i in range(3)]
     events.append(("data: %s\n\ndata: [DONE]\n\n" % STOP).encode())
@@ -297,7 +296,7 @@ def test_a_content_type_in_other_case_streams_event_by_event(server, framing):
     assert texts == ["t0 ", "t1 ", "t2 "] and result.finish_reason == "stop"
 
 
-@pytest.mark.parametrize("framing", ws.FRAMINGS)
+@pytest.mark.parametrize("framing", FRAMINGS)
 def test_bare_cr_events_arrive_at_their_blank_line(server, framing):
     events = [("data: %s\r\r" % c("t%d " % i)).encode() for i in range(3)]
     events.append(("data: %s\r\rdata: [DONE]\r\r" % STOP).encode())

@@ -6,8 +6,8 @@ import time
 import pytest
 
 import bor_openai_compat as boc
-import faultserver as fs
-from helpers import URL, chunk, completion, events, feed, sse, text_stream
+import server as sv
+from helpers import URL, chunk, completion, events, feed, http_chunk, sse, text_stream
 
 
 def texts(stream):
@@ -155,9 +155,9 @@ def test_tokens_arrive_as_they_are_sent(fault_server, chunked):
     late = []
 
     def script(conn, request):
-        conn.sendall(fs.head(200, "text/event-stream", chunked=chunked))
+        conn.sendall(sv.head(200, "text/event-stream", framing="chunked" if chunked else "close"))
         for i, piece in enumerate(pieces):
-            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            conn.sendall(http_chunk(piece) if chunked else piece)
             if i < len(seen) and not late and not seen[i].wait(10):
                 late.append(i)
         if chunked:
@@ -182,11 +182,11 @@ def test_breaking_out_early_releases_the_connection(fault_server):
     gone = threading.Event()
 
     def endless(conn, request):
-        conn.sendall(fs.head(200, "text/event-stream", chunked=True))
+        conn.sendall(sv.head(200, "text/event-stream", framing="chunked"))
         piece = sse(chunk("x"), done=False)
         try:
             for _ in range(1000):
-                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                conn.sendall(http_chunk(piece))
                 time.sleep(0.01)
         except OSError:
             gone.set()
@@ -202,7 +202,7 @@ def test_breaking_out_early_releases_the_connection(fault_server):
 
 
 def test_leaving_the_with_block_closes(fault_server):
-    fault_server.script(fs.stream(events(*numbered(50)), delay=0.01))
+    fault_server.script(sv.stream(events(*numbered(50)), delay=0.01))
     client = boc.Client(fault_server.url, model="m")
     with client.stream("Hi") as stream:
         next(stream)

@@ -1,6 +1,6 @@
 """The wire: compressed bodies in every framing, 1xx answers, connection reuse, threads.
 
-Every test here talks to a real socket (:mod:`wireserver`), because these are
+Every test here talks to a real socket (:mod:`server`), because these are
 things ``responses`` cannot show: how a body is framed and encoded, how many
 TCP connections a client opens, and what happens to them.
 """
@@ -14,16 +14,15 @@ import zlib
 import pytest
 
 import bor_openai_compat as boc
-import faultserver as fs
-import wireserver as ws
-from helpers import Reader, chunk, completion, open_fds, sse, text_stream
+import server as sv
+from helpers import ENCODINGS, FRAMINGS, Reader, chunk, completion, events, http_chunk, open_fds, sse, text_stream
 
 MODELS = {"object": "list", "data": [{"id": "m1", "object": "model"}, {"id": "m2", "object": "model"}]}
 
 
 @pytest.fixture
 def server():
-    server = ws.WireServer()
+    server = sv.Server()
     yield server
     server.close()
 
@@ -31,11 +30,6 @@ def server():
 def client_for(server, **options):
     options.setdefault("max_retries", 0)
     return boc.Client(server.url, model="m1", **options)
-
-
-def sse_events(*texts, finish="stop"):
-    """A stream as one piece per event (so a compressor flushes per event)."""
-    return [sse(chunk(t), done=False) for t in texts] + [sse(chunk(finish=finish))]
 
 
 # -- Compressed bodies in every framing --------------------------------------
@@ -80,7 +74,7 @@ MISSING = {"error": {"message": "The model `nope` does not exist", "code": "mode
 ENDPOINTS = {
     # name: (what the server answers POST /chat/completions with, check)
     "chat": ((200, [json.dumps(completion("Bonjour")).encode()], "application/json"), _chat),
-    "stream": ((200, sse_events("Bon ", "jour"), "text/event-stream"), _stream),
+    "stream": ((200, events("Bon ", "jour"), "text/event-stream"), _stream),
     "models": (None, _models),
     "error-500": ((500, [json.dumps(FIRE).encode()], "application/json"), _server_error),
     "stream-error-500": ((500, [json.dumps(FIRE).encode()], "application/json"), _stream_server_error),
@@ -89,21 +83,21 @@ ENDPOINTS = {
 
 
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
-@pytest.mark.parametrize("encoding", ws.ENCODINGS)
-@pytest.mark.parametrize("framing", ws.FRAMINGS)
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("framing", FRAMINGS)
 def test_compressed_bodies_decode_in_every_framing(server, framing, encoding, endpoint):
     answer, check = ENDPOINTS[endpoint]
 
     def handler(conn, request):
         if request.path.endswith("/models"):
-            return ws.send(conn, 200, [json.dumps(MODELS).encode()], framing=framing, encoding=encoding)
+            return sv.send(conn, MODELS, framing=framing, encoding=encoding)
         status, pieces, ctype = answer
         if len(pieces) == 1:  # a body in several pieces, cut inside the compressed data
             middle = len(pieces[0]) // 2
             pieces = [pieces[0][:middle], pieces[0][middle:]]
-        return ws.send(conn, status, pieces, framing=framing, ctype=ctype, encoding=encoding)
+        return sv.send(conn, pieces, status=status, framing=framing, ctype=ctype, encoding=encoding)
 
-    server.handler = handler
+    server.script(handler)
     with client_for(server) as client:
         check(client)
 
@@ -112,10 +106,10 @@ def test_compressed_bodies_decode_in_every_framing(server, framing, encoding, en
 def test_only_gzip_and_deflate_are_advertised(server, call):
     def handler(conn, request):
         if request.path.endswith("/models"):
-            return ws.send(conn, 200, MODELS, framing="length")
-        return ws.send(conn, 200, [text_stream("x")], framing="length", ctype="text/event-stream")
+            return sv.send(conn, MODELS)
+        return sv.send(conn, text_stream("x"), ctype="text/event-stream")
 
-    server.handler = handler
+    server.script(handler)
     with client_for(server) as client:
         if call == "models":
             client.models()
@@ -142,10 +136,10 @@ def test_an_interim_103_is_not_the_answer_and_does_not_cross_calls(server, first
             # sends its next request on this connection.
             select.select([conn], [], [], 5)
         if request.json().get("stream"):
-            return ws.send(conn, 200, [text_stream("answer " + text)], framing="length", ctype="text/event-stream")
-        return ws.send(conn, 200, completion("answer " + text), framing="length")
+            return sv.send(conn, text_stream("answer " + text), ctype="text/event-stream")
+        return sv.send(conn, completion("answer " + text))
 
-    server.handler = handler
+    server.script(handler)
     with client_for(server, max_retries=2) as client:
         with pytest.raises(boc.InvalidResponse, match="103"):
             if first == "chat":
@@ -170,7 +164,7 @@ def test_openai_unsupported_value_for_stream_is_streaming_not_supported(server):
             "code": "unsupported_value",
         }
     }
-    server.handler = lambda conn, request: ws.send(conn, 400, refusal, framing="length")
+    server.script(sv.reply(400, refusal))
     with client_for(server) as client:
         with pytest.raises(boc.StreamingNotSupported, match="does not support true with this model"):
             client.stream("Hi")
@@ -182,9 +176,9 @@ def test_openai_unsupported_value_for_stream_is_streaming_not_supported(server):
 @pytest.mark.parametrize("framing", ["chunked", "length"])
 def test_streams_read_to_the_end_share_one_connection(server, framing):
     def handler(conn, request):
-        return ws.send(conn, 200, sse_events("a", "b"), framing=framing, ctype="text/event-stream")
+        return sv.send(conn, events("a", "b"), framing=framing, ctype="text/event-stream")
 
-    server.handler = handler
+    server.script(handler)
     with client_for(server) as client:
         for i in range(20):
             with client.stream("Hi") as stream:
@@ -198,17 +192,17 @@ def test_streams_read_to_the_end_share_one_connection(server, framing):
 @pytest.mark.parametrize("framing", ["chunked", "length"])
 def test_streams_left_early_close_their_connection(server, framing, leave):
     first = sse(chunk("a"), done=False)
-    rest = b"".join(sse_events("b", "c")) + b"data: [DONE]\n\n"
+    rest = text_stream("b", "c")
 
     def handler(conn, request):
         length = len(first) + len(rest)
-        conn.sendall(ws.head(200, framing=framing, length=length, ctype="text/event-stream"))
-        conn.sendall(ws.chunk_frame(first) if framing == "chunked" else first)
-        if ws.wait_closed(conn, 5, server.release):  # the rest never goes
+        conn.sendall(sv.head(200, "text/event-stream", length, framing=framing))
+        conn.sendall(http_chunk(first) if framing == "chunked" else first)
+        if sv.wait_closed(conn, 5, server.release):  # the rest never goes
             server.client_hung_up()
         return False
 
-    server.handler = handler
+    server.script(handler)
     client = client_for(server)
     before = open_fds()
     for _ in range(20):
@@ -232,12 +226,12 @@ def test_streams_left_early_close_their_connection(server, framing, leave):
 
 def test_done_on_a_chunked_body_that_stays_open_does_not_hang(server):
     def handler(conn, request):
-        conn.sendall(ws.head(200, framing="chunked", ctype="text/event-stream"))
-        conn.sendall(ws.chunk_frame(text_stream("a", "b")))
+        conn.sendall(sv.head(200, "text/event-stream", framing="chunked"))
+        conn.sendall(http_chunk(text_stream("a", "b")))
         server.release.wait(30)  # the terminating chunk never comes
         return False
 
-    server.handler = handler
+    server.script(handler)
     outcome = []
 
     def read():
@@ -263,13 +257,13 @@ def test_close_from_another_thread_ends_the_loop_quietly(server):
     seen_close = threading.Event()
 
     def handler(conn, request):
-        conn.sendall(ws.head(200, framing="chunked", ctype="text/event-stream"))
-        conn.sendall(ws.chunk_frame(sse(chunk("first"), done=False)))
-        if ws.wait_closed(conn, 30, server.release):
+        conn.sendall(sv.head(200, "text/event-stream", framing="chunked"))
+        conn.sendall(http_chunk(sse(chunk("first"), done=False)))
+        if sv.wait_closed(conn, 30, server.release):
             seen_close.set()
         return False
 
-    server.handler = handler
+    server.script(handler)
     client = client_for(server)
     before = open_fds()
     stream = client.stream("Hi")
@@ -301,11 +295,11 @@ def test_a_call_made_inside_the_loop_after_the_body_ended_gets_its_own_answer(fa
     models = b'{"data":[{"id":"m"}]}'
 
     def stream(conn, request):
-        conn.sendall(fs.head(200, "text/event-stream", len(body)) + body)
+        conn.sendall(sv.head(200, "text/event-stream", len(body)) + body)
         return True
 
     def listing(conn, request):
-        conn.sendall(fs.head(200, "application/json", len(models)) + models)
+        conn.sendall(sv.head(200, "application/json", len(models)) + models)
         return True
 
     fault_server.script(stream, listing)
@@ -322,7 +316,7 @@ def test_the_wait_after_done_is_short_also_with_a_stream_timeout(fault_server):
     # After [DONE] the body stays open: the loop ends after about a second,
     # not at stream_timeout (the bound catches a wait of 30 s).
     done = b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
-    fault_server.script(fs.stream([done], end=False, then=lambda: time.sleep(40)))
+    fault_server.script(sv.stream([done], end=False, then=lambda: time.sleep(40)))
     client = boc.Client(fault_server.url, model="m", stream_timeout=30)
     start = time.monotonic()
     with client.stream("Hi") as stream:
@@ -334,7 +328,7 @@ def test_a_compressed_body_that_is_not_sse_is_shown_decoded(fault_server):
     page = gzip.compress(b"<html><title>Gateway says no</title></html>\n")
 
     def script(conn, request):
-        conn.sendall(fs.head(200, "text/event-stream", len(page), extra=["Content-Encoding: gzip"]) + page)
+        conn.sendall(sv.head(200, "text/event-stream", len(page), headers=["Content-Encoding: gzip"]) + page)
         return True
 
     fault_server.script(script)
@@ -358,8 +352,8 @@ def test_a_trailer_that_never_ends_is_bounded(fault_server):
     # and a stream still ends soon after [DONE].
     def trickle(body, ctype):
         def script(conn, request):
-            conn.sendall(fs.head(200, ctype, chunked=True))
-            conn.sendall(b"%x\r\n%s\r\n0\r\n" % (len(body), body))
+            conn.sendall(sv.head(200, ctype, framing="chunked"))
+            conn.sendall(http_chunk(body) + b"0\r\n")
             try:
                 for i in range(200):
                     conn.sendall(b"X-T: %d\r\n" % i)
