@@ -70,6 +70,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Client",
     "ChatResult",
+    "ModelInfo",
     "ChatStream",
     "StreamDelta",
     "ToolCall",
@@ -89,6 +90,9 @@ __all__ = [
     "EndpointNotFound",
     "BadRequest",
     "VisionNotSupported",
+    "UnsupportedImage",
+    "ContextLengthExceeded",
+    "ToolsNotSupported",
     "RateLimited",
     "ServerError",
     "StreamingNotSupported",
@@ -138,6 +142,26 @@ _MAX_REDIRECTS = 5
 _DEFAULT_POOL_SIZE = 32  # connections kept per host: one per thread of a usual pool
 _NO_PROXIES = {"http": None, "https": None, "all": None}  # None drops the environment's
 _USER_AGENT = "bor-openai-compat/" + __version__
+
+# What to change on each kind of server, for the errors that name a fix.
+_CONTEXT_FIXES = {
+    "llama.cpp": "Start llama-server with a larger -c/--ctx-size (it is shared by the --parallel slots).",
+    "llama-cpp-python": "Start llama-cpp-python's server with a larger --n_ctx.",
+    "vllm": "Start vLLM with a larger --max-model-len, or ask for fewer max_tokens.",
+    "lmstudio": "Load the model in LM Studio with a larger context length.",
+    "ollama": (
+        "Raise Ollama's window: OLLAMA_CONTEXT_LENGTH for the server, or PARAMETER num_ctx in a "
+        "Modelfile (its /v1 API cannot set it)."
+    ),
+    None: "Shorten the prompt, or ask for fewer max_tokens.",
+}
+_TOOLS_FIXES = {
+    "vllm": "Start vLLM with --enable-auto-tool-choice --tool-call-parser NAME (the parser of the model's family).",
+    "llama.cpp": "Start llama-server with --jinja (and a chat template that knows tools).",
+    "ollama": "This model has no tool support in Ollama: use one whose capabilities list tools.",
+    "openrouter": "No provider of this model on OpenRouter takes tools: pick another model.",
+    None: "The model or server does not support tools here.",
+}
 
 
 # -- Secrets and messages ----------------------------------------------------
@@ -443,10 +467,57 @@ class VisionNotSupported(BadRequest):
     """The model or server does not accept image input."""
 
     def _describe(self) -> str:
+        if self.detail:  # refused before anything was sent, from what model_info() read
+            return self.detail
         return (
             "Model %r or this server does not accept images (%s). Use a vision model "
             "(llama.cpp needs --mmproj)." % (self.model, self._what())
         )
+
+
+class UnsupportedImage(BadRequest):
+    """The server takes images, but not this kind: a URL, or a format it cannot read."""
+
+    def _describe(self) -> str:
+        return (
+            "The server refused the image (%s). Send a JPEG, PNG or WebP as bytes or a "
+            "path (a data: URL), not an http(s) URL: Ollama takes no other." % self._what()
+        )
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt (with the answer asked for) does not fit the model's context window.
+
+    :ivar limit: the window in tokens, when the server said it.
+    :ivar requested: the tokens the request needed in all, when the server said it.
+    :ivar server: the kind of server that said so (``"llama.cpp"``, ...), or None.
+    """
+
+    limit: int | None = None
+    requested: int | None = None
+    server: str | None = None
+
+    def _describe(self) -> str:
+        if self.limit and self.requested:
+            size = "%d tokens are needed and the window holds %d" % (self.requested, self.limit)
+        elif self.limit:
+            size = "the window holds %d tokens" % self.limit
+        else:
+            size = "it is too long for the window"
+        return "The prompt does not fit the model's context window: %s (%s). %s" % (
+            size, self._what(), _CONTEXT_FIXES.get(self.server, _CONTEXT_FIXES[None]))
+
+
+class ToolsNotSupported(BadRequest):
+    """Tools were sent, and the model or server cannot take them.
+
+    :ivar server: the kind of server that said so, or None.
+    """
+
+    server: str | None = None
+
+    def _describe(self) -> str:
+        return "Tools were refused (%s). %s" % (self._what(), _TOOLS_FIXES.get(self.server, _TOOLS_FIXES[None]))
 
 
 class RateLimited(APIError):
@@ -508,7 +579,8 @@ class StreamInterrupted(OpenAICompatError):
 _MIDSTREAM: dict = {}
 for _family in (
     ConnectionFailed, Timeout, InvalidResponse, APIError, AuthenticationError, UnknownModel,
-    EndpointNotFound, BadRequest, VisionNotSupported, RateLimited, ServerError, StreamingNotSupported,
+    EndpointNotFound, BadRequest, VisionNotSupported, UnsupportedImage, ContextLengthExceeded, ToolsNotSupported,
+    RateLimited, ServerError, StreamingNotSupported,
 ):  # fmt: skip
     _name = "_%sMidStream" % _family.__name__
     _MIDSTREAM[_family] = globals()[_name] = type(
@@ -580,7 +652,10 @@ class ToolCall:
 class ChatResult:
     """A complete answer. ``str(result)`` is its text."""
 
-    __slots__ = ("text", "reasoning", "tool_calls", "finish_reason", "usage", "model", "raw", "logprobs")
+    __slots__ = (
+        "text", "reasoning", "tool_calls", "finish_reason", "usage", "model", "raw", "logprobs", "warnings",
+        "parsed", "schema_mode",
+    )
 
     def __init__(
         self,
@@ -605,6 +680,12 @@ class ChatResult:
         #: The per-token entries of ``choices[0].logprobs.content`` when asked
         #: for with ``logprobs=True`` (a stream's put together), else None.
         self.logprobs = logprobs
+        #: Sentences about an answer that looks fine but is not (empty when all is well).
+        self.warnings = []
+        #: The value of a ``schema=`` answer, validated.
+        self.parsed = None
+        #: How a ``schema=`` call asked: "json_schema", "json_object" or "prompt".
+        self.schema_mode = None
 
     @property
     def message(self) -> dict:
@@ -654,6 +735,49 @@ class ChatResult:
             self.finish_reason,
             self.model,
         )
+
+
+class ModelInfo:
+    """What the server says about one model (see :meth:`Client.model_info`).
+
+    Each capability is ``True``, ``False``, or ``None`` where the server does
+    not say; nothing is guessed from the model's name.
+    """
+
+    __slots__ = (
+        "id", "server", "context_length", "max_context_length", "vision", "tools", "reasoning", "embeddings",
+        "loaded", "sources", "raw",
+    )
+
+    def __init__(self, id: str, **fields: Any):
+        #: The model id as the server serves it.
+        self.id = id
+        #: Which kind of server answered: "ollama", "llama.cpp", "llama-cpp-python",
+        #: "lmstudio", "vllm", "litellm", "openrouter", or None.
+        self.server = None
+        #: The window the model has now (the loaded one), in tokens.
+        self.context_length = None
+        #: The most the model supports (trained or maximum), in tokens.
+        self.max_context_length = None
+        self.vision = None
+        self.tools = None
+        self.reasoning = None
+        self.embeddings = None
+        self.loaded = None
+        #: The paths that were read, and their decoded JSON by path.
+        self.sources = []
+        self.raw = {}
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            "%s=%r" % (name, getattr(self, name))
+            for name in ("server", "context_length", "max_context_length", "vision", "tools", "reasoning",
+                         "embeddings", "loaded")
+            if getattr(self, name) is not None
+        )
+        return _finish("ModelInfo(%r%s)" % (self.id, ", " + shown if shown else ""), _MESSAGE_LIMIT)
 
 
 class StreamDelta:
@@ -776,6 +900,8 @@ class Client:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
+        self._infos = {}  # model -> ModelInfo, read by model_info()
+        self._infos_lock = threading.Lock()
         proxies = list(session.proxies.values())
         if session.trust_env:
             proxies += urllib.request.getproxies().values()
@@ -851,6 +977,42 @@ class Client:
         :param stream_timeout: overall seconds the call may take.
         """
         return self._models(_Call(None, None, timeout=self._timeout(timeout), limit=self._limit(stream_timeout)))
+
+    def model_info(
+        self,
+        model: str | None = None,
+        *,
+        refresh: bool = False,
+        timeout: float | None = None,
+        stream_timeout: float | None = None,
+    ) -> ModelInfo:
+        """Return what the server says about a model: its context window, whether
+        it takes images and tools, reasons, embeds, is loaded.
+
+        Only metadata is read (``/models`` and the server's own paths such as
+        ``/props``, ``/api/show``, ``/api/ps``, ``/api/v0/models``,
+        ``/model/info``): no model is loaded and no chat is sent. What a
+        server does not say is ``None``. The answer is kept for the client's
+        life (``refresh=True`` reads again); once read, ``images=`` for a
+        model without vision is refused before anything is sent.
+
+        :raises UnknownModel: the server does not list the model.
+        :raises ConnectionFailed: and the other errors of :meth:`models`.
+        """
+        model = model or self.model
+        if not model:
+            raise ConfigurationError(
+                "no model given: pass model= to Client() or to model_info(), or set OPENAI_MODEL"
+            )
+        if not refresh:
+            known = self._infos.get(model)
+            if known is not None:
+                return known
+        call = _Call(None, model, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
+        info = self._read_info(model, self._listing(call), call)
+        with self._infos_lock:
+            self._infos[model] = info
+        return info
 
     def embed(
         self,
@@ -938,6 +1100,7 @@ class Client:
             )
         _check_params(params)
         if images is not None:
+            self._check_vision(model)  # before a big image is even read
             images = [
                 image if isinstance(image, dict) else image_part(image, max_bytes=self.max_image_bytes)
                 for image in _image_list(images)
@@ -947,6 +1110,9 @@ class Client:
         urls = []
         mark = "\x00bor-splice-%s\x00" % os.urandom(8).hex()  # no text can be this mark
         payload["messages"], has_images = _lift_urls(payload["messages"], urls, mark)
+        if has_images:
+            self._check_vision(model)
+        prompt_chars = _prompt_chars(payload["messages"])
         text = _dumps(payload)
         del payload  # now only `urls` holds the big image texts
         body = _splice(text, urls, mark)
@@ -960,15 +1126,33 @@ class Client:
         )
         call.think_tags = think_tags
         call.schema = schema is not None
+        call.tools = _tool_names(params.get("tools"), params.get("functions"))
+        call.params = frozenset(params)
+        call.prompt_chars = prompt_chars
         return call
 
-    def _send(self, method, path, call):
-        """Make a request, retrying what may be retried; return a 2xx response."""
-        url = _join_url(self.base_url, path)
+    def _check_vision(self, model):
+        """Refuse images for a model that model_info() found to take none."""
+        known = self._infos.get(model)
+        if known is not None and known.vision is False:
+            raise VisionNotSupported(
+                "model %r does not take images, as %s says (client.model_info()); nothing was sent: "
+                "use a vision model" % (model, known.server or "the server"),
+                model=model,
+                base_url=_safe_url(self.base_url),
+            )
+
+    def _headers(self, call):
         headers = dict(self.headers)
         headers["Accept"] = "text/event-stream" if call.stream else "application/json"
         if self._api_key:
             headers["Authorization"] = "Bearer " + self._api_key
+        return headers
+
+    def _send(self, method, path, call):
+        """Make a request, retrying what may be retried; return a 2xx response."""
+        url = _join_url(self.base_url, path)
+        headers = self._headers(call)
         attempt = 0
         while True:
             try:
@@ -1081,10 +1265,11 @@ class Client:
             raw = b""
         where = "%s %s" % (response.request.method, _safe_url(response.url))
         return self._error(
-            response.status_code, _parse_error_body(raw), call, where, _retry_after(response.headers)
+            response.status_code, _parse_error_body(raw), call, where, _retry_after(response.headers),
+            response.headers,
         )
 
-    def _error(self, status, body, call, where, retry_after=None):
+    def _error(self, status, body, call, where, retry_after=None, headers=None):
         """The exception for an error answer, an error body or an error event.
 
         The one place that decides the class; each class says its own message.
@@ -1092,6 +1277,10 @@ class Client:
         message, code, kind, param = _error_fields(body)
         message = _finish(message.strip(), _MESSAGE_LIMIT) or http.client.responses.get(status, "no message")
         cls = _error_class(status, message, code, kind, param, call)
+        known = self._infos.get(call.model)
+        server = _server_in(message[:_SCAN_LIMIT], headers) or (known.server if known else None)
+        limit, requested = _context_numbers(message[:_SCAN_LIMIT], body) if cls is ContextLengthExceeded else (
+            None, None)
         fields = {
             "status_code": status,
             "message": message,
@@ -1103,6 +1292,9 @@ class Client:
             "retry_after": retry_after,
             "key_sent": bool(self._api_key),
             "hint": _hint(cls, message[:_SCAN_LIMIT], call),
+            "server": server,
+            "limit": limit or (known.context_length if known else None),
+            "requested": requested,
         }
         error = cls(**{name: value for name, value in fields.items() if hasattr(cls, name)})
         if cls is UnknownModel:
@@ -1110,23 +1302,92 @@ class Client:
         return error
 
     def _models(self, call):
+        return [model_id for model_id, _ in self._listing(call)[0]]
+
+    def _listing(self, call):
+        """([(id, entry)] of GET /models, its headers); an entry that is no dict becomes {}."""
         response = self._send("GET", "/models", call)
         body = _read_body(response, call, self.max_event_bytes)
         data = _decode_json(response, body)
         items = data.get("data", data.get("models")) if isinstance(data, dict) else data
         if items is None:  # Ollama with no models pulled says "data": null
-            return []
+            items = []
         if not isinstance(items, list):
             raise InvalidResponse(
                 "GET %s/models returned no model list" % _safe_url(self.base_url), excerpt=_text(body)
             )
-        ids = []
+        listed = []
         for item in items:
-            if isinstance(item, dict):
+            entry = item if isinstance(item, dict) else {}
+            if entry:
                 item = item.get("id") or item.get("name") or item.get("model")
             if isinstance(item, str):
-                ids.append(item)
-        return ids
+                listed.append((item, entry))
+        return listed, response.headers
+
+    def _read_info(self, model, listing, call):
+        """The ModelInfo of ``model``: its /models entry, then the server's own paths."""
+        listed, headers = listing
+        entry = next((entry for model_id, entry in listed if model_id == model), None)
+        if entry is None:
+            ids = [model_id for model_id, _ in listed]
+            raise UnknownModel(
+                message="not in the list of GET /models",
+                where="GET %s/models" % _safe_url(self.base_url),
+                base_url=_safe_url(self.base_url),
+                model=model,
+                available=_scrub_value(ids),
+                suggestion=_closest(model, ids),
+            )
+        info = ModelInfo(model, server=_server_of(headers, entry), sources=["/models"], raw={"/models": entry})
+        _from_models_item(info, entry)
+        if info.server == "llama.cpp":
+            if isinstance(_dig(entry, "status", "value"), str):  # router mode: /props?model= would load it
+                if info.loaded:
+                    self._read(info, "/props", call, {"model": model, "autoload": "false"}, _from_llamacpp_props)
+            else:
+                self._read(info, "/props", call, None, _from_llamacpp_props)
+        elif info.server == "litellm":
+            self._read(info, "/v1/model/info", call, None, _from_litellm)
+        elif info.server is None:
+            if self._read(info, "/api/show", call, {"model": model}, _from_ollama_show, post=True):
+                info.server = "ollama"
+                self._read(info, "/api/ps", call, None, _from_ollama_ps)
+            elif self._read(info, "/api/v0/models", call, None, _from_lmstudio) or self._read(
+                info, "/api/v1/models", call, None, _from_lmstudio
+            ):
+                info.server = "lmstudio"
+        if info.loaded is False:
+            info.context_length = None  # a model not loaded has no window yet
+        return info
+
+    def _read(self, info, path, call, query, reader, post=False):
+        """Read one of the server's own paths into ``info``; whether it said anything.
+
+        A path that is missing, fails or answers an unexpected shape says
+        nothing; only running out of the call's time ends the reading.
+        """
+        url = _root_url(self.base_url, path)
+        body = None
+        if query is not None and post:
+            body = _dumps(query).encode("utf-8")
+        elif query is not None:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
+        probe = _Call(body, None, timeout=call.timeout)
+        probe.limit, probe.deadline = call.limit, call.deadline
+        try:
+            response = self._request("POST" if post else "GET", url, self._headers(probe), probe)
+            data = _loads(_read_body(response, probe, self.max_event_bytes))
+        except (OpenAICompatError, ValueError) as exc:
+            if call.deadline is not None and time.monotonic() >= call.deadline:
+                raise _overtime(call) from exc
+            log.debug("%s says nothing of %r: %s", path, info.id, type(exc).__name__)
+            return False
+        if not reader(info, data):
+            return False
+        info.sources.append(path)
+        info.raw[path] = data
+        return True
 
     def _completion(self, response, body, call):
         """A ChatResult from a non-stream answer."""
@@ -1478,7 +1739,7 @@ class _Call:
 
     __slots__ = (
         "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings",
-        "watchdog",
+        "watchdog", "tools", "params", "prompt_chars",
     )
 
     def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
@@ -1493,6 +1754,9 @@ class _Call:
         self.schema = False  # a JSON schema was sent in response_format
         self.embeddings = False  # a POST /embeddings
         self.watchdog = None  # of the request under way (see Client._request)
+        self.tools = ()  # the names of the tools sent
+        self.params = frozenset()  # the names of the payload options the caller gave
+        self.prompt_chars = 0  # characters of text in the messages
 
 
 def _schema_format(schema, params):
@@ -1505,6 +1769,30 @@ def _schema_format(schema, params):
     title = schema.get("title")
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", title)[:64] if isinstance(title, str) and title.strip() else "answer"
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def _tool_names(tools, functions):
+    """The names of the tools (or legacy functions) a payload offers."""
+    names = []
+    for tool in list(tools or ()) + list(functions or ()):
+        if isinstance(tool, dict):
+            function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            if isinstance(function.get("name"), str):
+                names.append(function["name"])
+    return tuple(names)
+
+
+def _prompt_chars(messages):
+    """Characters of text in the messages (image parts not counted)."""
+    total = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(part.get("text") or "") for part in content
+                         if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return total
 
 
 def _lift_urls(messages, urls, mark):
@@ -2227,6 +2515,275 @@ def _page_text(text):
     return text.strip()
 
 
+# -- Internals: what servers say ---------------------------------------------
+#
+# Every server publishes what it knows of its models in a place and shape of
+# its own. Each reader below takes one decoded answer and fills in what it
+# says, keyed on the shape of the answer, never on a version or a name;
+# whatever is missing, of an odd type or out of range is left as it was
+# (None: not said). The sources were read at these commits:
+# - Ollama ollama/ollama@fb30760996871fa9460115c753afd2c60d4ab0f7:
+#   server/routes.go (ShowHandler, PsHandler), api/types.go (ShowResponse,
+#   ProcessModelResponse), types/model/capability.go, openai/openai.go;
+# - llama.cpp b9553 (cbbe868c0): tools/server/server-context.cpp (/props,
+#   /v1/models, exceed_context_size_error), server-models.cpp (router mode:
+#   status.value, /props?model= loads a model), common/jinja/caps.cpp;
+# - llama-cpp-python abetlen/llama-cpp-python@3691546f: llama_cpp/server/
+#   app.py (/v1/models: owned_by "me"), errors.py (context_length_exceeded);
+# - vLLM vllm/entrypoints/openai/engine/protocol.py (ModelCard.max_model_len,
+#   owned_by "vllm") and serving.py (_validate_input wordings);
+# - LiteLLM 1.110.2 proxy_server.py (/model/info), exceptions.py
+#   (ContextWindowExceededError), x-litellm-* headers;
+# - LM Studio's REST API docs (/api/v0/models, /api/v1/models), OpenRouter's
+#   models API docs (context_length, architecture, supported_parameters).
+
+_MAX_TOKENS_SAID = 1 << 31  # a larger window is a broken answer, not a model
+
+
+def _tokens(value):
+    """A token count a server said: a positive int of a believable size, else None."""
+    if value.__class__ is int and 0 < value < _MAX_TOKENS_SAID:
+        return value
+    return None
+
+
+def _flag(value):
+    return value if value.__class__ is bool else None
+
+
+def _dig(data, *keys):
+    """``data[k1][k2]...`` where each step is a dict, else None."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _listed(names, *wanted):
+    """Whether a capability list names any of ``wanted``; None when it is no list."""
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return None
+    return any(name in names for name in wanted)
+
+
+def _root_url(base_url, path):
+    """The URL of a server's own path (``/props``, ``/api/show``) from a base URL ending in /v1."""
+    base, mark, query = base_url.partition("?")
+    if base.endswith("/v1"):
+        base = base[:-3]
+    return base + path + mark + query
+
+
+def _server_of(headers, item):
+    """The kind of server, from the headers and the model's entry in /v1/models, or None."""
+    if headers.get("Server", "").startswith("llama.cpp") or _dig(item, "owned_by") == "llamacpp":
+        return "llama.cpp"
+    if any(name.lower().startswith("x-litellm-") for name in headers):
+        return "litellm"
+    owner = _dig(item, "owned_by")
+    if owner == "vllm" or "max_model_len" in item:
+        return "vllm"
+    if owner == "me" and "permissions" in item:
+        return "llama-cpp-python"
+    if isinstance(item.get("architecture"), dict) and "supported_parameters" in item:
+        return "openrouter"
+    return None
+
+
+def _from_models_item(info, item):
+    """What the model's own entry in /v1/models says (llama.cpp, vLLM, OpenRouter)."""
+    if info.server == "llama.cpp":
+        info.max_context_length = _tokens(_dig(item, "meta", "n_ctx_train"))
+        info.context_length = _tokens(_dig(item, "meta", "n_ctx"))
+        status = _dig(item, "status", "value")  # router mode
+        if isinstance(status, str):
+            info.loaded = status == "loaded"
+        else:
+            info.loaded = True  # one model, served since the server started
+        info.vision = _listed(_dig(item, "architecture", "input_modalities"), "image")
+    elif info.server == "vllm":
+        info.context_length = _tokens(item.get("max_model_len"))
+        info.loaded = True
+    elif info.server == "llama-cpp-python":
+        info.loaded = True
+    elif info.server == "openrouter":
+        info.context_length = info.max_context_length = _tokens(item.get("context_length"))
+        info.vision = _listed(_dig(item, "architecture", "input_modalities"), "image")
+        info.embeddings = _listed(_dig(item, "architecture", "output_modalities"), "embeddings")
+        parameters = item.get("supported_parameters")
+        info.tools = _listed(parameters, "tools")
+        info.reasoning = _listed(parameters, "reasoning", "include_reasoning")
+
+
+def _from_llamacpp_props(info, props):
+    if not isinstance(props, dict) or "default_generation_settings" not in props:
+        return False
+    info.context_length = _tokens(_dig(props, "default_generation_settings", "n_ctx")) or info.context_length
+    vision = _flag(_dig(props, "modalities", "vision"))
+    info.vision = info.vision if vision is None else vision
+    info.tools = _flag(_dig(props, "chat_template_caps", "supports_tools"))
+    return True
+
+
+def _from_ollama_show(info, show):
+    if not isinstance(show, dict) or not isinstance(show.get("model_info"), dict):
+        return False
+    details = show["model_info"]
+    arch = details.get("general.architecture")
+    if isinstance(arch, str):
+        info.max_context_length = _tokens(details.get(arch + ".context_length"))
+    capabilities = show.get("capabilities")
+    if capabilities is not None:
+        info.vision = _listed(capabilities, "vision")
+        info.tools = _listed(capabilities, "tools")
+        info.reasoning = _listed(capabilities, "thinking")
+        info.embeddings = _listed(capabilities, "embedding")
+    return True
+
+
+def _from_ollama_ps(info, ps):
+    runners = _dig(ps, "models")
+    if not isinstance(runners, list):
+        return False
+    for runner in runners:
+        if isinstance(runner, dict) and info.id in (runner.get("name"), runner.get("model")):
+            info.loaded = True
+            info.context_length = _tokens(runner.get("context_length"))  # Ollama 0.10 and later
+            return True
+    info.loaded = False
+    return True
+
+
+def _from_lmstudio(info, data):
+    """LM Studio's /api/v0/models (``data``, ``id``) or /api/v1/models (``models``, ``key``)."""
+    v0 = isinstance(_dig(data, "data"), list)
+    for item in _dig(data, "data" if v0 else "models") or ():
+        if not isinstance(item, dict) or info.id not in (item.get("id"), item.get("key")):
+            continue
+        kind = item.get("type")
+        if not isinstance(kind, str) or ("state" not in item and "loaded_instances" not in item):
+            return False  # not LM Studio's shape
+        info.max_context_length = _tokens(item.get("max_context_length"))
+        info.embeddings = kind in ("embeddings", "embedding")
+        if v0:
+            info.vision = kind == "vlm"
+            info.loaded = item.get("state") == "loaded" if isinstance(item.get("state"), str) else None
+            info.context_length = _tokens(item.get("loaded_context_length")) if info.loaded else None
+            info.tools = _listed(item.get("capabilities"), "tool_use")
+        else:
+            instances = item.get("loaded_instances")
+            info.loaded = bool(instances) if isinstance(instances, list) else None
+            if info.loaded:
+                info.context_length = _tokens(_dig(instances[0], "config", "context_length"))
+            info.vision = _flag(_dig(item, "capabilities", "vision"))
+            info.tools = _flag(_dig(item, "capabilities", "trained_for_tool_use"))
+        return True
+    return False
+
+
+def _from_litellm(info, data):
+    """LiteLLM proxy's /model/info: the first deployment of this model name."""
+    for item in _dig(data, "data") or ():
+        if not isinstance(item, dict) or item.get("model_name") != info.id:
+            continue
+        details = item.get("model_info")
+        if not isinstance(details, dict):
+            return False
+        info.context_length = info.max_context_length = (
+            _tokens(details.get("max_input_tokens")) or _tokens(details.get("max_tokens"))
+        )
+        info.vision = _flag(details.get("supports_vision"))
+        info.tools = _flag(details.get("supports_function_calling"))
+        info.reasoning = _flag(details.get("supports_reasoning"))
+        mode = details.get("mode")
+        if isinstance(mode, str):
+            info.embeddings = mode == "embedding"
+        return True
+    return False
+
+
+# How each kind of server words a prompt that does not fit, with the numbers
+# in it: (pattern, the group of the window, the group(s) of the tokens needed).
+_CONTEXT_WORDINGS = (
+    # llama.cpp: "request (9412 tokens) exceeds the available context size (8192 tokens), try increasing it"
+    (r"(?i)\((\d+) tokens\) exceeds the available context size \((\d+) tokens\)", 2, (1,)),
+    # vLLM: "... maximum context length is 4096 tokens. However, your request has 5000 input tokens."
+    (r"(?i)maximum context length is (\d+) tokens\. However, your request has (\d+) input tokens", 1, (2,)),
+    # vLLM: "'max_tokens' or 'max_completion_tokens' is too large: 500. This model's maximum context
+    # length is 4096 tokens and your request has 3700 input tokens"
+    (r"(?i)is too large: (\d+)\. This model's maximum context length is (\d+) tokens and your request "
+     r"has (\d+) input tokens", 2, (1, 3)),
+    # OpenAI and llama-cpp-python's server: "maximum context length is 2048 tokens. However, you
+    # requested 3000 tokens (3000 in the messages, None in the completion)"; OpenRouter "about N".
+    (r"(?i)maximum context length is (\d+) tokens\.? However,? you requested (?:about )?(\d+) tokens", 1, (2,)),
+    (r"(?i)maximum context length is (\d+) tokens\. However, your messages resulted in (\d+) tokens", 1, (2,)),
+    # llama-cpp-python's own: "Requested tokens (3000) exceed context window of 2048"
+    (r"(?i)Requested tokens \((\d+)\) exceed context window of (\d+)", 2, (1,)),
+    # LM Studio: "Trying to keep the first 9000 tokens when context the overflows. However, the
+    # model is loaded with context length of only 4096 tokens"
+    (r"(?i)keep the first (\d+) tokens.{0,80}?context length of only (\d+) tokens", 2, (1,)),
+    (r"(?i)maximum context length is (\d+) tokens", 1, ()),
+)
+_CONTEXT_EXCEEDED = (
+    r"(?i)context_length_exceeded|exceed_context_size_error|ContextWindowExceeded|maximum context length is|"
+    r"exceeds? the (available |maximum )?context (size|window|length)|context length of only|"
+    r"exceed context window|input length exceeds the context length|prompt is longer than the context length|"
+    r"prompt is too long|context (length|window|size) (is )?exceeded"
+)
+# Who words it so (for the fix to name), when nothing else says.
+_SERVER_WORDINGS = (
+    (r"(?i)available context size|exceed_context_size_error|requires --jinja", "llama.cpp"),
+    (r"(?i)your request has \d+ input tokens|--enable-auto-tool-choice|--max-model-len", "vllm"),
+    (r"(?i)Requested tokens \(\d+\) exceed context window|None in the completion", "llama-cpp-python"),
+    (r"(?i)keep the first \d+ tokens", "lmstudio"),
+    (r"(?i)does not support tools|input length exceeds the context length|"
+     r"prompt is longer than the context length currently available", "ollama"),
+    (r"(?i)No endpoints found that support", "openrouter"),
+    (r"^litellm\.", "litellm"),
+)
+# Tools refused: vLLM '"auto" tool choice requires --enable-auto-tool-choice and
+# --tool-call-parser to be set'; Ollama "<model> does not support tools";
+# llama.cpp "tools param requires --jinja flag" (a 500); OpenRouter (404) "No
+# endpoints found that support tool use".
+_TOOLS_REFUSED = (
+    r"(?i)does not support tools|tool.choice requires --enable-auto-tool-choice|(tools|tool_choice) param "
+    r"requires --jinja|support tool use|(tools|function calling|tool calls?) (is |are )?not supported"
+)
+# Ollama's /v1: "invalid image input" (not a JPEG, PNG or WebP data URL), "image
+# URLs are not currently supported, please use base64 encoded data instead".
+_IMAGE_REFUSED = r"(?i)invalid image input|image URLs are not (currently )?supported"
+
+
+def _context_numbers(message, body):
+    """(window, tokens needed) of a context overflow, each None where not said."""
+    error = _dig(body, "error")
+    limit, requested = _tokens(_dig(error, "n_ctx")), _tokens(_dig(error, "n_prompt_tokens"))
+    if limit or requested:  # llama.cpp says them as fields too
+        return limit, requested
+    for pattern, window, needed in _CONTEXT_WORDINGS:
+        match = re.search(pattern, message)
+        if match:
+            total = sum(int(match.group(i)) for i in needed) if needed else None
+            return _tokens(int(match.group(window))), _tokens(total) if total else None
+    return None, None
+
+
+def _server_in(message, headers):
+    """The kind of server an error answer came from, by its words (a gateway passes
+    on its upstream's) or its headers."""
+    for pattern, server in _SERVER_WORDINGS:
+        if re.search(pattern, message):
+            return server
+    if headers is not None:
+        if headers.get("Server", "").startswith("llama.cpp"):
+            return "llama.cpp"
+        if any(name.lower().startswith("x-litellm-") for name in headers):
+            return "litellm"
+    return None
+
+
+
 # -- Internals: error answers ------------------------------------------------
 
 # "Unknown model" and "wrong path" both arrive as 404 from many servers, so the
@@ -2311,6 +2868,14 @@ def _parse_error_body(raw):
 def _error_class(status, message, code, kind, param, call):
     """Which exception an error answer is; the patterns see the message's start only."""
     message = message[:_SCAN_LIMIT]
+    if code == "context_length_exceeded" or kind == "exceed_context_size_error" or re.search(
+        _CONTEXT_EXCEEDED, message
+    ):
+        return ContextLengthExceeded
+    if call.tools and re.search(_TOOLS_REFUSED, message):
+        return ToolsNotSupported
+    if call.images and re.search(_IMAGE_REFUSED, message):
+        return UnsupportedImage
     if call.images and re.search(_VISION_REFUSED, message):
         return VisionNotSupported
     if call.stream and param == "stream":  # OpenAI: "Unsupported value: 'stream' ..."

@@ -229,7 +229,7 @@ STREAM_ERRORS = [
     # llama.cpp server 2025+: data: {"error": {...}}.
     pytest.param(ev({"error": {"code": 500, "message": "the request exceeds the available context size",
                                "type": "exceed_context_size_error"}}),
-                 boc.ServerError, "exceeds the available context size", id="llama.cpp-data-error"),
+                 boc.ContextLengthExceeded, "exceeds the available context size", id="llama.cpp-data-error"),
     # Old llama.cpp server (2024): an "error:" field line instead of data.
     pytest.param(b'error: {"code":500,"message":"slot unavailable","type":"server_error"}\n\n',
                  boc.ServerError, "slot unavailable", id="llama.cpp-old-error-field"),

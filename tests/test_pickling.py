@@ -11,7 +11,8 @@ import bor_openai_compat as boc
 import server as sv
 from helpers import BASE, URL, completion, consume, events, free_port, run
 
-PUBLIC = ("status_code", "message", "code", "body", "model", "available", "suggestion", "retry_after")
+PUBLIC = ("status_code", "message", "code", "body", "model", "available", "suggestion", "retry_after", "limit",
+          "requested", "server")
 
 
 def exception_classes():
@@ -26,6 +27,8 @@ def mocked_error(status, body, call="chat", **kwargs):
         client = boc.Client(BASE, api_key="sk-pickle", model="llama3", max_retries=0)
         if call == "images":
             return lambda: client.chat("Hi", images=[b"\x89PNG\r\n\x1a\nxx"])
+        if call == "tools":
+            return lambda: client.chat("Hi", tools=[{"type": "function", "function": {"name": "f"}}])
         return (lambda: client.stream("Hi")) if call == "stream" else (lambda: client.chat("Hi"))
 
     return make
@@ -65,6 +68,15 @@ FAILURES = [
     pytest.param(boc.BadRequest, mocked_error(400, {"error": {"message": "bad", "param": "x"}}), id="BadRequest"),
     pytest.param(boc.VisionNotSupported, mocked_error(500, {"error": {"message": "image input is not supported"}},
                                                       call="images"), id="VisionNotSupported"),
+    pytest.param(boc.UnsupportedImage, mocked_error(400, {"error": {"message": "invalid image input"}},
+                                                    call="images"), id="UnsupportedImage"),
+    pytest.param(boc.ContextLengthExceeded, mocked_error(400, {"error": {
+        "code": 400, "message": "request (9412 tokens) exceeds the available context size (8192 tokens), try "
+        "increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 9412, "n_ctx": 8192}}),
+        id="ContextLengthExceeded"),
+    pytest.param(boc.ToolsNotSupported, mocked_error(400, {"error": {
+        "message": "registry.ollama.ai/library/gemma2:2b does not support tools"}}, call="tools"),
+        id="ToolsNotSupported"),
     pytest.param(boc.RateLimited, served(sv.reply(429, {"error": {"message": "slow"}}, headers=["Retry-After: 999"])),
                  id="RateLimited"),
     pytest.param(boc.ServerError, mocked_error(503, "busy"), id="ServerError"),
@@ -88,8 +100,11 @@ MID_STREAM = [
                                                        + [b"data: {broken\n\n"]), call="stream"),
                  id="invalid-event-mid-stream"),
     pytest.param(boc.BadRequest, served(sv.stream(events("first ", finish=None, done=False) + [
-        b'data: {"error": {"message": "context length exceeded", "code": 400}}\n\n']), call="stream"),
+        b'data: {"error": {"message": "tokens must be at most 5", "code": 400}}\n\n']), call="stream"),
         id="bad-request-event-after-a-token"),
+    pytest.param(boc.ContextLengthExceeded, served(sv.stream(events("first ", finish=None, done=False) + [
+        b'data: {"error": {"message": "context length exceeded", "code": 400}}\n\n']), call="stream"),
+        id="context-event-after-a-token"),
 ]
 
 
