@@ -1396,7 +1396,9 @@ class Client:
             # LM Studio answers a wrong path with 200 {"error": "Unexpected endpoint..."}.
             where = "%s %s" % (response.request.method, _safe_url(response.url))
             raise self._error(response.status_code, data, call, where)
-        return _parse_completion(data, response, call.think_tags)
+        result = _parse_completion(data, response, call.think_tags)
+        result.warnings = _warnings(result, call, self._infos.get(call.model))
+        return result
 
     def _fill_models(self, error, call):
         """Add the served models and the closest name to an UnknownModel."""
@@ -2140,11 +2142,14 @@ def _network_error(exc, url, connect_timeout, read_timeout, proxy=None):
             "to connect directly" % (where, _proxy_name(proxy), _reason(exc), host)
         )
     if _cause(exc, ConnectionRefusedError):
-        return ConnectionRefused(
-            "connection refused by %s: the local server isn't running or the base "
-            "URL/port is wrong (%s)" % (where, _safe_url(url)),
-            retryable=not _is_loopback(url),  # a local server is simply not running
-        )
+        text = "connection refused by %s: the local server isn't running or the base URL/port is wrong (%s)" % (
+            where, _safe_url(url))
+        if _is_loopback(url) and _in_container():
+            text += (
+                "; inside a container %s is the container itself: for a server on the host, try "
+                "http://host.docker.internal:%s" % (host, port)
+            )
+        return ConnectionRefused(text, retryable=not _is_loopback(url))  # a local server is simply not running
     if _cause(exc, socket.gaierror):
         return ConnectionFailed("could not resolve the host %r: check the base URL" % host)
     if _cause(exc, ssl.SSLCertVerificationError):
@@ -2163,6 +2168,17 @@ def _network_error(exc, url, connect_timeout, read_timeout, proxy=None):
     if _cause(exc, http.client.RemoteDisconnected):
         return ConnectionFailed("%s closed the connection without answering" % where)
     return ConnectionFailed("the connection to %s failed: %s" % (where, _reason(exc)))
+
+
+def _in_container():
+    """Whether this process runs in a container (Docker, Podman, Kubernetes)."""
+    if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
+        return True
+    try:
+        with open("/proc/1/cgroup", "rb") as f:
+            return bool(re.search(rb"docker|kubepods|containerd|libpod|lxc", f.read(1 << 16)))
+    except OSError:
+        return False
 
 
 def _reason(exc):
@@ -2995,6 +3011,7 @@ def _deltas(body, acc, response, client, call, limit):
                     "the stream ended before the answer was finished (no finish_reason and no [DONE])"
                 )
         yield from acc.flush()  # text held back as a possible <think> tag
+        acc.warnings = _warnings(acc.result(), call, client._infos.get(call.model))
     except OpenAICompatError as exc:
         if body.cancelled:
             return
@@ -3212,6 +3229,7 @@ class _Accumulator:
         self.chunks = 0
         self.first = None
         self.logprobs = None
+        self.warnings = []  # once the stream has ended well
 
     def add(self, chunk):
         """Fold in one chunk (or a whole non-stream answer) and return its delta."""
@@ -3342,12 +3360,13 @@ class _Accumulator:
             "object": "chat.completion",
             "created": first.get("created"),
             "model": self.model,
+            "system_fingerprint": first.get("system_fingerprint"),
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
             "usage": self.usage,
         }
         if self.logprobs is not None:
             raw["choices"][0]["logprobs"] = {"content": self.logprobs}
-        return ChatResult(
+        result = ChatResult(
             text,
             reasoning=reasoning,
             tool_calls=calls,
@@ -3357,6 +3376,8 @@ class _Accumulator:
             raw=raw,
             logprobs=self.logprobs,
         )
+        result.warnings = list(self.warnings)
+        return result
 
 
 _THINK_OPEN = "<think>"
@@ -3594,6 +3615,101 @@ def _parse_completion(data, response, think_tags=None):
     result = acc.result()
     result.raw = data
     return result
+
+
+# -- Internals: warnings -----------------------------------------------------
+#
+# An answer can look fine and not be: the reasoning took the whole budget, a
+# tool call came back as text, Ollama cut the prompt to its window without a
+# word. Each detector looks only at what the answer and the call say (and the
+# model_info() read for the model, if any); on an ordinary answer each stays
+# silent.
+
+# At least one token per this many characters of text: no tokenizer packs
+# prose tighter, so a prompt counted at fewer tokens was cut.
+_CHARS_PER_TOKEN_MAX = 8
+# Payload options a server takes and drops without a word. Ollama's /v1 API
+# decodes into a Go struct without them (openai/openai.go, ChatCompletionRequest).
+_DROPPED_PARAMS = {"ollama": frozenset(("options", "keep_alive", "num_ctx"))}
+_TOOL_CALL_TEXT = 1 << 16  # characters of an answer searched for a written-out call
+
+
+def _warnings(result, call, known):
+    """The warnings about an answer, each logged once at WARNING."""
+    found = []
+    text = result.text.strip()
+    if not text and result.reasoning.strip() and not result.tool_calls:
+        if result.finish_reason == "length":
+            found.append(
+                "The answer never started: the reasoning used the whole max_tokens budget (%d characters "
+                "of reasoning, no text, finish_reason 'length'). Raise max_tokens, or lower the reasoning "
+                "(reasoning_effort=\"low\", or turn thinking off for this model)." % len(result.reasoning)
+            )
+        elif result.finish_reason == "stop":
+            found.append(
+                "The answer is in .reasoning: the model wrote no text after its reasoning. The server's "
+                "reasoning parser may have taken the whole answer (llama.cpp: --reasoning-format none; vLLM: "
+                "start it without --reasoning-parser); result.reasoning holds it."
+            )
+    if call.tools and not result.tool_calls and text:
+        name = _written_call(text[:_TOOL_CALL_TEXT], call.tools)
+        if name:
+            found.append(
+                "The model wrote a call of the tool %r as text and no tool call came back: the server did "
+                "not parse tool calls (llama.cpp needs --jinja; vLLM --enable-auto-tool-choice "
+                "--tool-call-parser NAME; Ollama a model whose template knows tools)." % name
+            )
+    window = known.context_length if known else None
+    counted = _tokens(_dig(result.usage, "prompt_tokens"))
+    least = call.prompt_chars // _CHARS_PER_TOKEN_MAX
+    if window and counted and least > max(window, counted):
+        found.append(
+            "The prompt was cut: its %d characters need at least %d tokens, but the server counted %d, "
+            "within the model's window of %d; the model never saw the rest. %s"
+            % (call.prompt_chars, least, counted, window, _CONTEXT_FIXES.get(known.server, _CONTEXT_FIXES[None]))
+        )
+    server = known.server if known else None
+    if server is None and _dig(result.raw, "system_fingerprint") == "fp_ollama":
+        server = "ollama"
+    dropped = sorted(call.params & _DROPPED_PARAMS.get(server, frozenset()))
+    if dropped:
+        found.append(
+            "%s does not reach the model: %s's OpenAI API drops it without a word. Set the context "
+            "window with OLLAMA_CONTEXT_LENGTH or a Modelfile's PARAMETER num_ctx, and keep_alive with "
+            "OLLAMA_KEEP_ALIVE." % (", ".join(dropped), "Ollama")
+        )
+    for warning in found:
+        log.warning("%s", warning)
+    return found
+
+
+def _written_call(text, names):
+    """The name of a sent tool that the text writes out as a call, or None.
+
+    As models write it with no tool parser on the server: a JSON object with
+    ``name`` and ``arguments`` (or ``parameters``, as Llama 3 does), bare, in
+    a code fence, in ``<tool_call>`` tags or after ``<|python_tag|>``; or a
+    list of such objects.
+    """
+    candidates = [text]
+    candidates += re.findall(r"(?s)```(?:json)?\s*(.*?)```", text)
+    candidates += re.findall(r"(?s)<tool_call>\s*(.*?)\s*</tool_call>", text)
+    if text.startswith("<|python_tag|>"):
+        candidates.append(text[len("<|python_tag|>"):])
+    for candidate in candidates:
+        try:
+            value = _loads(candidate.strip())
+        except ValueError:
+            continue
+        for call in value if isinstance(value, list) else [value]:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") if isinstance(call.get("function"), dict) else call
+            arguments = function.get("arguments", function.get("parameters"))
+            if function.get("name") in names and isinstance(arguments, (dict, str)):
+                return function["name"]
+    return None
+
 
 
 # -- Internals: images -------------------------------------------------------
@@ -3840,6 +3956,8 @@ def main(argv: list | None = None) -> int:
                 args.base_url, args.api_key, args.model, timeout=args.timeout, stream_timeout=args.stream_timeout
             )
             if args.command == "models":
+                if args.long:
+                    return _cli_models_long(client, out)
                 for model in client.models():
                     out.line(model)
                 return 0
@@ -3901,7 +4019,9 @@ def _parse_args(argv):
     chat.add_argument("--json", action="store_true", help="print the raw final response as JSON")
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--temperature", type=float)
-    commands.add_parser("models", parents=[common], help="list the models the endpoint serves")
+    models = commands.add_parser("models", parents=[common], help="list the models the endpoint serves")
+    models.add_argument("--long", action="store_true",
+                        help="with each model's context window, vision, tools and whether it is loaded")
     doctor = commands.add_parser("doctor", parents=[common], help="check the set-up step by step")
     doctor.add_argument("--vision", action="store_true", help="also check that an image is accepted")
     args = parser.parse_args(argv)
@@ -3910,6 +4030,32 @@ def _parse_args(argv):
         if args.interactive and args.json:
             chat.error("--json prints one response; give a prompt instead of -i")
     return args
+
+
+def _cli_models_long(client, out):
+    """One row per model, as the server describes it; no model is loaded."""
+    call = _Call(None, None, timeout=client.timeout, limit=client.stream_timeout)
+    listing = client._listing(call)
+    rows = [("MODEL", "CONTEXT", "VISION", "TOOLS", "LOADED")]
+    for model, _ in listing[0]:
+        info = client._read_info(model, listing, call)
+        rows.append((model, _window(info), _yes_no(info.vision), _yes_no(info.tools), _yes_no(info.loaded)))
+    width = max(len(row[0]) for row in rows)
+    for row in rows:
+        out.line("%-*s  %-15s %-7s %-6s %s" % ((width,) + row))
+    return 0
+
+
+def _window(info):
+    """"now/most" tokens of a model's context window, "-" where not said."""
+    now, most = info.context_length, info.max_context_length
+    if now is None and most is None:
+        return "-"
+    return "%s/%s" % (now or "-", most or "-")
+
+
+def _yes_no(value):
+    return "-" if value is None else "yes" if value else "no"
 
 
 def _exit_code(exc):
@@ -4202,9 +4348,9 @@ class _Doctor:
         self.failed = False
         try:
             "✓✗".encode(getattr(out.stream, "encoding", None) or "ascii")
-            self.ok, self.bad = "✓", "✗"
+            self.ok, self.bad, self.note = "✓", "✗", "!"
         except (LookupError, UnicodeEncodeError):
-            self.ok, self.bad = "ok  ", "FAIL"
+            self.ok, self.bad, self.note = "ok  ", "FAIL", "note"
 
     def say(self, good, text):
         self.failed = self.failed or not good
@@ -4247,9 +4393,25 @@ class _Doctor:
             self.say(True, "model %r is not listed, but the server accepts it" % model)
         self.say(True, "a short chat works (%.2fs): %r" % (time.monotonic() - start, _finish(result.text, 40)))
         self.check_stream(client)
+        self.check_model(client)
         if args.vision:
             self.check_vision(client)
         return 1 if self.failed else 0
+
+    def check_model(self, client):
+        """What the server says of the model, and a fix for a window left at a small default."""
+        try:
+            info = client.model_info()
+        except OpenAICompatError as exc:
+            return self.say(False, "what the server says of the model could not be read: %s" % exc)
+        self.say(True, "%s says: context window %s (now/most), vision %s, tools %s, reasoning %s, loaded %s" % (
+            info.server or "the server", _window(info), _yes_no(info.vision), _yes_no(info.tools),
+            _yes_no(info.reasoning), _yes_no(info.loaded)))
+        now, most = info.context_length, info.max_context_length
+        if now and most and now <= 8192 and most >= 4 * now:
+            self.out.line("%s the window is %d tokens, a server default far below the %d the model supports: %s" % (
+                self.note, now, most, _CONTEXT_FIXES.get(info.server, _CONTEXT_FIXES[None])))
+        return True
 
     def check_server(self, client):
         """Checks 2-4: the server answers, the path is right, the key is accepted."""

@@ -127,8 +127,9 @@ def test_doctor_healthy(mocked, env, capsys):
     code, out, _ = run(capsys, "doctor")
     lines = out.splitlines()
     assert code == 0 and all(line.startswith("✓") for line in lines), out
-    assert len(lines) == 7
-    assert "streaming works the OpenAI way" in lines[-1]
+    assert len(lines) == 8
+    assert "streaming works the OpenAI way" in lines[-2]
+    assert lines[-1] == "✓ the server says: context window - (now/most), vision -, tools -, reasoning -, loaded -"
 
 
 def test_doctor_missing_v1(mocked, capsys, monkeypatch):
@@ -256,7 +257,7 @@ def test_doctor_says_the_key_is_accepted_only_when_it_was_checked(mocked, env, c
     mocked.add_callback(responses.POST, URL, callback=maybe_keyed(completion("OK"), chat_needs_key))
     code, out, _ = run(capsys, "doctor")
     lines = out.splitlines()
-    assert code == 0 and len(lines) == 7, out
+    assert code == 0 and len(lines) == 8, out
     assert lines[3] == "✓ " + said
 
 
