@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import functools
 import http.client
 import io
 import ipaddress
@@ -98,6 +99,7 @@ __all__ = [
     "StreamingNotSupported",
     "StreamInterrupted",
     "InvalidResponse",
+    "InvalidJSON",
     "main",
 ]
 
@@ -377,6 +379,19 @@ class InvalidResponse(OpenAICompatError):
         if self.excerpt is None:
             return self.detail
         return "%s: %s" % (self.detail, _finish(self.excerpt, _EXCERPT_LIMIT))
+
+
+class InvalidJSON(InvalidResponse):
+    """A ``schema=`` answer that is not JSON, does not validate, or was cut.
+
+    :ivar attempts: the text of every answer, the re-asks' included.
+    :ivar error: why the last one was refused.
+    :ivar partial: the last :class:`ChatResult`.
+    """
+
+    attempts: list = []
+    error: str = ""
+    partial: ChatResult | None = None
 
 
 class APIError(OpenAICompatError):
@@ -901,6 +916,7 @@ class Client:
             session.mount("https://", adapter)
         self.session = session
         self._infos = {}  # model -> ModelInfo, read by model_info()
+        self._json_modes = {}  # model -> the way of asking for JSON that it took (see _JSONCall)
         self._infos_lock = threading.Lock()
         proxies = list(session.proxies.values())
         if session.trust_env:
@@ -925,9 +941,22 @@ class Client:
         :param timeout: overrides the client's read timeout for this call.
         :param stream_timeout: overall seconds the call may take.
         :param params: go into the JSON payload as they are (``temperature``,
-            ``max_tokens``, ``tools``, vendor extras).
+            ``max_tokens``, ``tools``, vendor extras), except the options below.
+        :param schema: a JSON schema the answer must follow: asked for the
+            way the server takes it, checked, and its value set on ``.parsed``.
+        :param validate: a callable that takes the parsed JSON and returns the
+            value to use or raises, or a class with ``model_validate`` (pydantic).
+        :param reask: how often an answer that fails is asked for again (1).
+        :raises InvalidJSON: no answer passed, or one was cut.
         """
+        schema, validate, reask = _json_options(params, stream=False)
+        if schema is not None or validate is not None:
+            return _JSONCall(self, schema, validate, reask, model, timeout, stream_timeout).run(
+                messages, images, params)
         call = self._call(messages, model, images, params, False, timeout, stream_timeout)
+        return self._chat(call)
+
+    def _chat(self, call):
         response = self._send("POST", "/chat/completions", call)
         if _is_event_stream(response):  # some servers stream even when asked not to
             return ChatStream(self, response, call).result
@@ -956,13 +985,20 @@ class Client:
         :raises StreamingNotSupported: the endpoint answered without streaming
             (the complete answer, if any, is in ``.result``).
         """
+        schema, validate, _ = _json_options(params, stream=True)
+        if schema is not None or validate is not None:
+            return _JSONCall(self, schema, validate, 0, model, timeout, stream_timeout).stream(
+                messages, images, params)
         call = self._call(messages, model, images, params, True, timeout, stream_timeout)
+        return self._stream(call)
+
+    def _stream(self, call, check=None):
         response = self._send("POST", "/chat/completions", call)
         if _is_event_stream(response):
-            return ChatStream(self, response, call)
+            return ChatStream(self, response, call, check=check)
         body = _read_body(response, call, self.max_event_bytes)
         if body.lstrip()[:5] == b"data:":  # SSE under another content type
-            return ChatStream(self, response, call, chunks=(body,))
+            return ChatStream(self, response, call, chunks=(body,), check=check)
         kind = response.headers.get("Content-Type") or "no content type"
         raise StreamingNotSupported(
             "%s does not stream the OpenAI way: it answered with %s instead of "
@@ -1085,9 +1121,7 @@ class Client:
 
     def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
         think_tags = _think_tags(params.pop("think_tags", self.think_tags))
-        schema = params.pop("schema", None)
-        if schema is not None:
-            params["response_format"] = _schema_format(schema, params)
+        schema_mode = params.pop("_schema_mode", None)  # set by _JSONCall
         model = model or self.model
         if not model:
             raise ConfigurationError(
@@ -1125,7 +1159,7 @@ class Client:
             limit=self._limit(stream_timeout),
         )
         call.think_tags = think_tags
-        call.schema = schema is not None
+        call.schema = schema_mode
         call.tools = _tool_names(params.get("tools"), params.get("functions"))
         call.params = frozenset(params)
         call.prompt_chars = prompt_chars
@@ -1420,8 +1454,9 @@ class ChatStream:
     ``close()`` may be called from any thread and ends the loop quietly.
     """
 
-    def __init__(self, client, response, call, chunks=None):
+    def __init__(self, client, response, call, chunks=None, check=None):
         self.response = response
+        self._check = check  # what makes .parsed of a schema= stream
         self.model = call.model
         self._acc = _Accumulator(call.model, call.think_tags)
         self._body = _Body(response, call, chunks)
@@ -1440,7 +1475,10 @@ class ChatStream:
         """The answer; reads the rest of the stream first if it is still open."""
         for _ in self:
             pass
-        return self._acc.result()
+        result = self._acc.result()
+        if self._check is not None:
+            self._check(result)
+        return result
 
     def close(self) -> None:
         """Stop reading and release the connection; safe from any thread.
@@ -2822,7 +2860,7 @@ _STREAM_REFUSED = (
 )
 _ENDPOINT_MISSING = r"(?i)unexpected endpoint|no route|page not found|^not found$"
 # llama-cpp-python answers a malformed request with 500 and pydantic's words.
-_VALIDATION = r"(?i)validation error|field required|is not a valid|invalid type"
+_VALIDATION = r"(?i)validation error|field required|is not a valid|invalid type|literal_error|Input should be"
 # LiteLLM without a database answers an unknown key with 400 "no_db_connection".
 _AUTH_TYPES = ("authentication_error", "auth_error", "invalid_api_key", "no_db_connection")
 
@@ -2920,7 +2958,6 @@ def _error_class(status, message, code, kind, param, call):
 _REASONING_MISSING = (
     r"(?is)reasoning_content\W{0,3}\s*(field\s*)?(is\s*)?(missing|required)|missing\W{0,3}\s*reasoning_content"
 )
-_SCHEMA_REFUSED = r"(?i)response_format|json_schema|\bschema\b|grammar|sampler"
 
 
 # llama.cpp without --embeddings: 501 "This server does not support embeddings.
@@ -2948,12 +2985,6 @@ def _hint(cls, message, call):
         return (
             "This server wants the reasoning back in assistant messages: append "
             "result.to_message(reasoning=True) instead of result.message."
-        )
-    elif call.schema and issubclass(cls, BadRequest) and re.search(_SCHEMA_REFUSED, message):
-        return (
-            "The server does not support JSON schemas in response_format (or not with "
-            'this model); try response_format={"type": "json_object"} instead of schema= '
-            '(llama.cpp and llama-cpp-python also accept a "schema" key in it).'
         )
     return ""
 
@@ -3712,6 +3743,269 @@ def _written_call(text, names):
 
 
 
+# -- Internals: JSON answers -------------------------------------------------
+#
+# schema= asks for JSON the way the server takes it, down a ladder learned
+# per client and model: a json_schema response_format; else json_object with
+# the schema stated in a system message (and in response_format's "schema",
+# as llama.cpp and llama-cpp-python read it); else no response_format, the
+# schema in the system message only. A rung is left only when the server
+# refuses it in words (a BadRequest naming response_format or the JSON
+# types; llama-cpp-python says it as a 500 with pydantic's words), never on a
+# network error. The answer is then parsed, checked and, when it fails, asked
+# for again with the reason quoted.
+
+_JSON_MODES = ("json_schema", "json_object", "prompt")
+_DEFAULT_REASK = 1
+# LM Studio: 400 {"error": "'response_format.type' must be 'json_schema'"};
+# llama.cpp: 'response_format type must be one of "text" or "json_object"';
+# llama-cpp-python (llama_cpp/llama_types.py, a Literal of "text" and
+# "json_object"): 500 "... 'loc': ('body', 'response_format', 'type'), 'msg':
+# \"Input should be 'text' or 'json_object'\"", worded by FastAPI's version.
+_SCHEMA_REFUSED = r"(?i)response_format|json_schema|json_object|\bschema\b|grammar|sampler"
+
+
+def _json_options(params, stream):
+    """Pop schema=, validate= and reask= from a call's options, checked."""
+    schema = params.pop("schema", None)
+    validate = params.pop("validate", None)
+    reask = params.pop("reask", _DEFAULT_REASK)
+    if schema is not None and not isinstance(schema, dict):
+        raise ConfigurationError("schema= must be a JSON schema dict, not %s" % type(schema).__name__)
+    if validate is not None and not callable(getattr(validate, "model_validate", validate)):
+        raise ConfigurationError("validate= must be a callable or a class with model_validate, not %r" % (validate,))
+    if schema is None and validate is not None and callable(getattr(validate, "model_json_schema", None)):
+        schema = validate.model_json_schema()  # a pydantic model says its own schema
+    if schema is not None and "response_format" in params:
+        raise ConfigurationError("pass schema= or response_format=, not both")
+    if stream and reask != _DEFAULT_REASK:
+        raise ConfigurationError("reask= is for chat(): a stream cannot ask again once its text is shown")
+    if isinstance(reask, bool) or not isinstance(reask, int) or reask < 0:
+        raise ConfigurationError("reask= must be a whole number of at least 0, not %r" % (reask,))
+    return schema, validate, reask
+
+
+class _JSONCall:
+    """One chat(schema=...): the ladder, the check and the re-asks, within one stream_timeout."""
+
+    def __init__(self, client, schema, validate, reask, model, timeout, stream_timeout):
+        self.client = client
+        self.schema = schema
+        self.validate = validate
+        self.reask = reask
+        self.model = model or client.model
+        self.timeout = timeout
+        limit = client._limit(stream_timeout)
+        self.limit = limit
+        self.deadline = None if limit is None else time.monotonic() + limit
+
+    def run(self, messages, images, params):
+        messages = _as_messages(messages)
+        attempts, warnings = [], []
+        mode = self.first_mode()
+        while True:
+            try:
+                result = self.client._chat(self.call(messages, images, params, mode, stream=False))
+            except BadRequest as exc:
+                mode = self.next_mode(mode, exc)
+                continue
+            self.learn(mode)
+            attempts.append(result.text)
+            result.schema_mode = mode
+            try:
+                self.check(result)
+            except InvalidJSON as exc:
+                if exc.error.startswith("the answer is not JSON") and mode != "prompt":
+                    warnings.append(
+                        "The server took response_format (%s) but answered without JSON: it ignored the "
+                        "schema." % mode
+                    )
+                if result.finish_reason == "length" or len(attempts) > self.reask:
+                    exc.attempts = attempts
+                    exc.partial.warnings = warnings + exc.partial.warnings
+                    raise
+                messages = messages + [result.message, {"role": "user", "content": _REASK % exc.error}]
+                images = None  # already in the conversation
+                continue
+            result.warnings = warnings + result.warnings
+            return result
+
+    def stream(self, messages, images, params):
+        messages = _as_messages(messages)
+        mode = self.first_mode()
+        while True:
+            call = self.call(messages, images, params, mode, stream=True)
+            try:
+                stream = self.client._stream(call, functools.partial(self.checked, mode))
+            except BadRequest as exc:
+                mode = self.next_mode(mode, exc)
+                continue
+            self.learn(mode)
+            return stream
+
+    def checked(self, mode, result):
+        """The check of a stream's result, once it has ended."""
+        result.schema_mode = mode
+        self.check(result)
+
+    def first_mode(self):
+        if self.schema is None:
+            return None  # validate= alone: the caller's own params ask for JSON
+        with self.client._infos_lock:
+            return self.client._json_modes.get(self.model, _JSON_MODES[0])
+
+    def next_mode(self, mode, exc):
+        """The next rung after a refusal, or the refusal raised."""
+        if mode is None or mode == _JSON_MODES[-1] or not re.search(_SCHEMA_REFUSED, exc.message[:_SCAN_LIMIT]):
+            raise exc
+        log.debug("%s refused response_format %s: trying the next way", self.model, mode)
+        return _JSON_MODES[_JSON_MODES.index(mode) + 1]
+
+    def learn(self, mode):
+        if mode is not None:
+            with self.client._infos_lock:
+                self.client._json_modes[self.model] = mode
+
+    def call(self, messages, images, params, mode, stream):
+        params = dict(params)
+        if mode is not None:
+            params["_schema_mode"] = mode
+            if mode == "json_schema":
+                params["response_format"] = _schema_format(self.schema, params)
+            else:
+                messages = _with_instruction(messages, self.schema)
+                if mode == "json_object":
+                    params["response_format"] = {"type": "json_object", "schema": self.schema}
+        left = None
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout("the call took longer than stream_timeout=%ss" % self.limit)
+        return self.client._call(messages, self.model, images, params, stream, self.timeout, left)
+
+    def check(self, result):
+        """Set ``result.parsed``, or raise InvalidJSON saying why not."""
+        if result.finish_reason == "length":
+            raise InvalidJSON(
+                "the JSON answer was cut at max_tokens (finish_reason 'length'): raise max_tokens",
+                excerpt=result.text[-_EXCERPT_LIMIT:], error="the answer was cut", partial=result,
+                attempts=[result.text],
+            )
+        try:
+            value = _json_in(result.text)
+        except ValueError as exc:
+            error = "the answer is not JSON (%s)" % exc
+        else:
+            error = None
+            try:
+                if self.validate is not None:
+                    value = getattr(self.validate, "model_validate", self.validate)(value)
+                elif self.schema is not None:
+                    problem = _schema_problem(self.schema, value)
+                    if problem:
+                        raise ValueError(problem)
+            except Exception as exc:  # whatever the caller's validator raises
+                error = "the JSON does not validate: %s" % (_finish(exc, _SERVER_MESSAGE_LIMIT) or type(exc).__name__)
+        if error is not None:
+            raise InvalidJSON(error, excerpt=result.text, error=error, partial=result, attempts=[result.text])
+        result.parsed = value
+
+
+_REASK = (
+    "That answer cannot be used: %s. Answer again with the JSON value only, "
+    "valid under the schema, and no other text."
+)
+
+
+def _as_messages(messages):
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return list(messages)
+
+
+def _with_instruction(messages, schema):
+    """The messages with the schema stated in the system message."""
+    text = "Answer with a JSON value only, valid under this JSON schema:\n" + json.dumps(schema)
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        return [dict(messages[0], content=messages[0]["content"] + "\n\n" + text)] + messages[1:]
+    return [{"role": "system", "content": text}] + messages
+
+
+def _json_in(text):
+    """The JSON value of an answer: whole, in a code fence, or first in the text.
+
+    Models add a fence or a sentence around the JSON; the first object or
+    array in the text is taken when the whole is not JSON.
+    """
+    text = text.strip()
+    fenced = re.search(r"(?s)```(?:json)?[ \t]*\r?\n(.*?)\r?\n?```", text, re.I)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        return _loads(text)
+    except ValueError as exc:
+        starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+        if not starts:
+            raise
+        try:
+            return json.JSONDecoder().raw_decode(text, min(starts))[0]
+        except (ValueError, RecursionError):
+            raise exc from None
+
+
+# JSON Schema's type names and the Python types json.loads makes of them.
+_JSON_TYPES = {
+    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,), "number": (int, float),
+    "boolean": (bool,), "null": (type(None),),
+}
+
+
+def _schema_problem(schema, value, where="the answer"):
+    """What is wrong with ``value`` under the basic structure of ``schema``, or None.
+
+    Checked: ``type`` (a name or a list of names), ``enum`` and ``const``,
+    and for an object its ``required`` keys and the ``type``, ``enum`` and
+    ``const`` of each property, one level down. Not a full JSON Schema
+    validator: for more, pass validate=.
+    """
+    problem = _value_problem(schema, value, where)
+    if problem or not isinstance(value, dict):
+        return problem
+    for name in schema.get("required") or ():
+        if name not in value:
+            return "%s lacks the required key %r" % (where, name)
+    properties = schema.get("properties")
+    for name, sub in (properties.items() if isinstance(properties, dict) else ()):
+        if name in value and isinstance(sub, dict):
+            problem = _value_problem(sub, value[name], "%r" % name)
+            if problem:
+                return problem
+    return None
+
+
+def _value_problem(schema, value, where):
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if isinstance(kinds, list) and all(kind in _JSON_TYPES for kind in kinds):
+        fits = any(isinstance(value, _JSON_TYPES[kind]) for kind in kinds) or (
+            "integer" in kinds and isinstance(value, float) and value.is_integer())  # 3.0 is an integer
+        if not fits or isinstance(value, bool) and "boolean" not in kinds:  # True is no number here
+            return "%s is %s, not %s" % (where, _json_kind(value), " or ".join(kinds))
+    if isinstance(schema.get("enum"), list) and value not in schema["enum"]:
+        return "%s is %s, not one of %s" % (where, json.dumps(value)[:80], json.dumps(schema["enum"])[:200])
+    if "const" in schema and value != schema["const"]:
+        return "%s is %s, not %s" % (where, json.dumps(value)[:80], json.dumps(schema["const"])[:80])
+    return None
+
+
+def _json_kind(value):
+    for kind in ("boolean", "integer", "number", "string", "array", "object", "null"):
+        if isinstance(value, _JSON_TYPES[kind]):
+            return "a string" if kind == "string" else "an " + kind if kind[0] in "aeio" else "a " + kind
+    return type(value).__name__
+
+
+
 # -- Internals: images -------------------------------------------------------
 
 _SIGNATURES = (
@@ -4017,6 +4311,8 @@ def _parse_args(argv):
     chat.add_argument("--image", action="append", default=[], help="attach an image (repeatable)")
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     chat.add_argument("--json", action="store_true", help="print the raw final response as JSON")
+    chat.add_argument("--schema", metavar="FILE.json",
+                      help="ask for JSON valid under this JSON schema; print the validated JSON")
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--temperature", type=float)
     models = commands.add_parser("models", parents=[common], help="list the models the endpoint serves")
@@ -4027,8 +4323,8 @@ def _parse_args(argv):
     args = parser.parse_args(argv)
     if args.command == "chat":
         args.interactive = args.interactive or (args.prompt is None and _isatty(sys.stdin))
-        if args.interactive and args.json:
-            chat.error("--json prints one response; give a prompt instead of -i")
+        if args.interactive and (args.json or args.schema):
+            chat.error("--json and --schema print one response; give a prompt instead of -i")
     return args
 
 
@@ -4139,6 +4435,18 @@ class _Output:
         self.stream.flush()
 
 
+def _schema_file(path):
+    """The JSON schema in a file, for --schema."""
+    try:
+        with open(path, "rb") as f:
+            schema = _loads(f.read(_ERROR_BODY_LIMIT))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError("--schema %s: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
+    if not isinstance(schema, dict):
+        raise ConfigurationError("--schema %s holds a JSON %s, not a schema object" % (path, type(schema).__name__))
+    return schema
+
+
 def _cli_chat(client, args, out, err):
     chat = _Chat(client, args, out, err)
     prompt = args.prompt
@@ -4148,12 +4456,17 @@ def _cli_chat(client, args, out, err):
         prompt = sys.stdin.read()
     if args.interactive:
         return chat.converse(prompt)
-    if args.json:
-        result = client.chat(chat.messages(chat.user_message(prompt)), model=chat.model, **chat.params)
-        text = json.dumps(result.raw, indent=2, ensure_ascii=False)
+    if args.json or args.schema:
+        params = dict(chat.params)
+        if args.schema:
+            params["schema"] = _schema_file(args.schema)
+        result = client.chat(chat.messages(chat.user_message(prompt)), model=chat.model, **params)
+        text = json.dumps(result.parsed if args.schema else result.raw, indent=2, ensure_ascii=False)
         if out.tty:  # JSON escapes C0 controls itself; C1 and bidi ones too here, still as JSON
             text = re.sub(_CONTROL_IN_TEXT, lambda match: "\\u%04x" % ord(match.group()), text)
         out.write(text + "\n")
+        for warning in result.warnings:
+            err.line("warning: %s" % warning)
         return 0
     chat.ask(chat.user_message(prompt))
     return 0

@@ -217,7 +217,36 @@ def test_without_a_prompt_or_a_terminal_the_prompt_is_stdin(mocked, env, capsys,
 def test_json_needs_a_prompt(env, capsys):
     with pytest.raises(SystemExit) as exit:
         boc.main(["chat", "-i", "--json"])
-    assert exit.value.code == 2 and "--json prints one response" in capsys.readouterr().err
+    assert exit.value.code == 2 and "--json and --schema print one response" in capsys.readouterr().err
+
+
+def test_schema_prints_the_validated_json(mocked, env, capsys, tmp_path):
+    schema = tmp_path / "city.json"
+    schema.write_text(json.dumps({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}))
+    mocked.post(URL, json=completion("Sure:\n```json\n{\"name\": \"Köln\"}\n```"))
+    code, out, err = run(capsys, "chat", "--schema", str(schema), "A city?")
+    assert code == 0 and json.loads(out) == {"name": "Köln"}
+    sent = json.loads(mocked.calls[0].request.body)
+    assert sent["response_format"]["json_schema"]["schema"]["required"] == ["name"]
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "No such file"), ("{broken", "Expecting property name"), ("[1]", "holds a JSON list"),
+], ids=["missing", "not-json", "not-an-object"])
+def test_schema_file_problems_exit_2(env, capsys, tmp_path, content, words):
+    path = tmp_path / "schema.json"
+    if content is not None:
+        path.write_text(content)
+    code, _, err = run(capsys, "chat", "--schema", str(path), "Hi")
+    assert code == 2 and words in err
+
+
+def test_schema_that_never_validates_exits_8(mocked, env, capsys, tmp_path):
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "object", "required": ["name"]}')
+    mocked.post(URL, json=completion("I do not know."))
+    code, out, err = run(capsys, "chat", "--schema", str(schema), "A city?")
+    assert code == 8 and out == "" and "not JSON" in err and mocked.calls.__len__() == 2
 
 
 def keyed(body, key="sk-right"):

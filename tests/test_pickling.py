@@ -12,7 +12,7 @@ import server as sv
 from helpers import BASE, URL, completion, consume, events, free_port, run
 
 PUBLIC = ("status_code", "message", "code", "body", "model", "available", "suggestion", "retry_after", "limit",
-          "requested", "server")
+          "requested", "server", "attempts", "error")
 
 
 def exception_classes():
@@ -27,6 +27,8 @@ def mocked_error(status, body, call="chat", **kwargs):
         client = boc.Client(BASE, api_key="sk-pickle", model="llama3", max_retries=0)
         if call == "images":
             return lambda: client.chat("Hi", images=[b"\x89PNG\r\n\x1a\nxx"])
+        if call == "json":
+            return lambda: client.chat("Hi", schema={"type": "object"}, reask=0)
         if call == "tools":
             return lambda: client.chat("Hi", tools=[{"type": "function", "function": {"name": "f"}}])
         return (lambda: client.stream("Hi")) if call == "stream" else (lambda: client.chat("Hi"))
@@ -85,6 +87,7 @@ FAILURES = [
     pytest.param(boc.StreamInterrupted, served(sv.stream(events("cut ", finish=None, done=False)), call="stream"),
                  id="StreamInterrupted"),
     pytest.param(boc.InvalidResponse, mocked_error(200, "<html><title>Login</title></html>"), id="InvalidResponse"),
+    pytest.param(boc.InvalidJSON, mocked_error(200, completion("I cannot do JSON."), call="json"), id="InvalidJSON"),
 ]
 
 # Errors after a stream started: their own family and StreamInterrupted at once.
