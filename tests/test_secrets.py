@@ -300,7 +300,7 @@ def test_no_debug_record_of_any_logger_shows_a_key_in_the_query(openai_server, c
     text = client.chat("Hi").text
     assert text == ("OK" if case == "request" else "moved")
     assert any(QUERY_SECRET in r.path for r in openai_server.requests)  # the key was sent
-    assert any(r.name.startswith("urllib3") for r in caplog.records), "no urllib3 records: the check would be empty"
+    assert caplog.records, "no DEBUG records captured: the check would be empty"
     for record in caplog.records:
         assert_hidden(QUERY_SECRET, "%s: %s" % (record.name, record.getMessage()))
 
