@@ -241,7 +241,6 @@ def test_stream_timeout_bounds_headers_that_trickle(fault_server, call):
 
 import requests  # noqa: E402  (imports of this block kept here, for easy merges)
 
-import faultserver as fs  # noqa: E402
 import netservers as ns  # noqa: E402
 
 REDIRECT_PEAK = 50 * MiB
