@@ -239,3 +239,162 @@ def test_stream_timeout_bounds_headers_that_trickle(fault_server, call):
     assert isinstance(outcome, boc.Timeout), outcome
     assert "stream_timeout=1" in str(outcome)
     assert took < 8
+
+
+# -- Issue 17: redirect bodies are never read; stream_timeout through a proxy ----
+#
+# requests reads a redirect's body to the end before it hands the answer back
+# (resolve_redirects' "resp.content", even with allow_redirects=False), and
+# reads it again undecoded when decoding failed: an endless body, a gzip bomb
+# or a broken brotli body on a 3xx cost all the memory or time the server
+# likes, and raise what no caller expects (MemoryError, RuntimeError,
+# brotli.error). A redirect's body is never needed.
+
+import requests  # noqa: E402  (imports of this block kept here, for easy merges)
+
+import netservers as ns  # noqa: E402
+
+REDIRECT_PEAK = 50 * MiB
+NOT_BROTLI = b"\x1b\xff\xff\xff this is not a brotli stream " * 64
+
+
+def _redirect_body(kind):
+    """answer() keywords for a redirect body of each hostile kind."""
+    return {
+        "endless": dict(body=endless_x(), framing="close"),
+        "gzip-bomb": dict(body=h.gzip_bomb(128 * MiB), declare="gzip"),
+        "broken-brotli": dict(body=NOT_BROTLI, declare="br"),
+        # Not brotli, and endless: requests reads it again, undecoded, after the decoder failed.
+        "broken-brotli-endless": dict(body=_then(NOT_BROTLI, endless_x()), declare="br", framing="close"),
+        # 600 bytes, 0.1 s apart: a minute, each read well within timeout=5.
+        "trickle": dict(body=h.trickle(b"x" * 600), delay=0.1, framing="close"),
+    }[kind]
+
+
+REDIRECT_BODY_KINDS = ["endless", "gzip-bomb", "broken-brotli", "broken-brotli-endless", "trickle"]
+
+
+@pytest.fixture
+def good_server():
+    server = ns.Server(ns.openai("moved here"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["our-session", "own-session"])
+def session(request):
+    if request.param == "our-session":
+        yield None
+        return
+    own = requests.Session()
+    yield own
+    own.close()
+
+
+def _redirect_client(fault_server, session):
+    return boc.Client(fault_server.url, model="m", max_retries=0, timeout=5, stream_timeout=3, session=session)
+
+
+@pytest.mark.parametrize("kind", REDIRECT_BODY_KINDS)
+@pytest.mark.parametrize("call, status", [
+    pytest.param("chat", 307, id="chat-307"),
+    pytest.param("models", 301, id="models-301"),
+    pytest.param("models", 308, id="models-308"),
+])
+def test_a_redirect_loop_with_a_hostile_body_is_one_redirect_error(fault_server, session, kind, call, status):
+    # The redirect points back at itself: the error is the loop, said at
+    # once, without reading a byte of the body.
+    if kind.startswith("broken-brotli"):
+        pytest.importorskip("brotli")
+    target = fault_server.url + ("/chat/completions" if call == "chat" else "/models")
+    fault_server.script(h.answer(status=status, ctype="text/plain", headers=["Location: " + target],
+                                 **_redirect_body(kind)))
+    client = _redirect_client(fault_server, session)
+    calls = {"chat": lambda: client.chat("Hi"), "models": client.models}
+    with bounded(cpu=10, wall=8), peak_memory() as memory:
+        error, took = run(calls[call])
+    assert isinstance(error, boc.ConnectionFailed), repr(error)
+    assert "redirect loop" in str(error), str(error)
+    assert memory["peak"] < REDIRECT_PEAK, "peak %d MiB" % (memory["peak"] // MiB)
+    assert took < 2.5, "took %.1fs" % took  # stream_timeout is 3 s; the trickle would take 60 s
+
+
+@pytest.mark.parametrize("kind", REDIRECT_BODY_KINDS)
+@pytest.mark.parametrize("call", ["chat", "stream", "models"])
+def test_a_followed_redirect_with_a_hostile_body_still_answers(fault_server, good_server, session, kind, call):
+    # A 307 (a 308 for GET /models) to a good server on another port: its
+    # answer arrives, whatever the body of the redirect was.
+    if kind.startswith("broken-brotli"):
+        pytest.importorskip("brotli")
+    target = good_server.url + ("/models" if call == "models" else "/chat/completions")
+    fault_server.script(h.answer(status=308 if call == "models" else 307, ctype="text/plain",
+                                 headers=["Location: " + target], **_redirect_body(kind)))
+    client = _redirect_client(fault_server, session)
+    calls = {"chat": lambda: client.chat("Hi").text, "stream": lambda: client.stream("Hi").result.text,
+             "models": client.models}
+    with bounded(cpu=10, wall=8), peak_memory() as memory:
+        outcome, took = run(calls[call])
+    assert outcome == (["m", "other-model"] if call == "models" else "moved here"), repr(outcome)
+    assert memory["peak"] < REDIRECT_PEAK, "peak %d MiB" % (memory["peak"] // MiB)
+    assert took < 2.5, "took %.1fs" % took
+    assert [r.method for r in good_server.requests] == ["GET" if call == "models" else "POST"]
+
+
+@pytest.mark.parametrize("kind", REDIRECT_BODY_KINDS)
+def test_a_post_redirect_that_is_not_followed_does_not_read_the_body(fault_server, session, kind):
+    # 301 to a POST: a ConfigurationError naming the base URL to use, at once.
+    if kind.startswith("broken-brotli"):
+        pytest.importorskip("brotli")
+    origin = fault_server.url[: -len("/v1")]
+    fault_server.script(h.answer(status=301, ctype="text/plain",
+                                 headers=["Location: %s/api/v1/chat/completions" % origin], **_redirect_body(kind)))
+    client = _redirect_client(fault_server, session)
+    with bounded(cpu=10, wall=8), peak_memory() as memory:
+        error, took = run(lambda: client.chat("Hi"))
+    assert isinstance(error, boc.ConfigurationError), repr(error)
+    assert "/api/v1" in str(error) and "base URL" in str(error), str(error)
+    assert memory["peak"] < REDIRECT_PEAK, "peak %d MiB" % (memory["peak"] // MiB)
+    assert took < 2.5, "took %.1fs" % took
+
+
+# -- stream_timeout through an HTTP proxy --
+
+
+def _trickling_head(conn, request):
+    """A status line, then a header line every 0.1 s: a minute of headers."""
+    try:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for i in range(600):
+            time.sleep(0.1)
+            conn.sendall(b"X-A%d: b\r\n" % (i % 90) if i < 90 else b"x")
+    except OSError:
+        pass
+    return False
+
+
+@pytest.fixture
+def trickling_proxy(monkeypatch):
+    proxy = ns.Server(_trickling_head)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("scheme, variable", [("http", "HTTP_PROXY"), ("https", "HTTPS_PROXY")],
+                         ids=["http-via-HTTP_PROXY", "https-CONNECT-via-HTTPS_PROXY"])
+@pytest.mark.parametrize("call", ["chat", "stream", "models"])
+def test_stream_timeout_bounds_headers_that_trickle_through_a_proxy(trickling_proxy, monkeypatch, scheme,
+                                                                    variable, call):
+    # api.test is no loopback name, so the request goes through the proxy,
+    # which answers (or answers CONNECT) one header line at a time.
+    monkeypatch.setenv(variable, trickling_proxy.origin)
+    client = boc.Client("%s://api.test/v1" % scheme, model="m", stream_timeout=1, timeout=5, max_retries=0)
+    calls = {"chat": lambda: client.chat("Hi"), "stream": lambda: client.stream("Hi"), "models": client.models}
+    with bounded(cpu=5, wall=10):
+        outcome, took = run(calls[call])
+    assert isinstance(outcome, boc.Timeout), repr(outcome)
+    assert "stream_timeout=1" in str(outcome), str(outcome)
+    assert took < 8, "took %.1fs" % took
+    assert trickling_proxy.requests, "the request did not go through the proxy"

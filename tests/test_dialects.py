@@ -370,3 +370,67 @@ MODEL_LISTS = [
 def test_model_lists(mocked, client, body, ids):
     mocked.get(BASE + "/models", json=body)
     assert client.models() == ids
+
+
+# -- Issue 17: Groq's error events; Mistral's reasoning as content parts ----------
+
+# Groq: an error inside the stream carries its HTTP status as "status_code",
+# and its code is a word ("tool_use_failed"), not a number.
+GROQ_ERROR = {"error": {"message": "Failed to call a function. Please adjust your prompt.",
+                        "type": "invalid_request_error", "code": "tool_use_failed", "status_code": 400,
+                        "failed_generation": "<function=get_weather>{\"city\": }"}}
+
+
+@pytest.mark.parametrize("frame", [
+    pytest.param(ev(GROQ_ERROR), id="data-error"),
+    pytest.param(b"event: error\n" + ev(GROQ_ERROR), id="event-error"),
+])
+@pytest.mark.parametrize("before", [["Partial ", "text"], []], ids=["after-tokens", "first-event"])
+def test_groq_error_event_is_a_bad_request_with_its_status(frame, before):
+    body = b"".join(ev(delta_chunk({"content": text})) for text in before) + frame + DONE
+    with pytest.raises(boc.BadRequest) as info:
+        list(feed([body]))
+    error = info.value
+    assert isinstance(error, boc.StreamInterrupted)
+    assert error.status_code == 400
+    assert error.partial.text == "".join(before)
+    assert "Failed to call a function" in str(error) and error.code == "tool_use_failed"
+
+
+# Mistral's reasoning models (magistral): content as typed parts, the thinking
+# in a "thinking" part holding parts of its own (as the issue quotes it).
+MISTRAL_PARTS = [{"type": "thinking", "thinking": [{"type": "text", "text": "Let me think"}]},
+                 {"type": "text", "text": "The answer"}]
+
+
+def test_mistral_thinking_parts_in_a_whole_answer(mocked, client):
+    mocked.post(URL, json=completion(MISTRAL_PARTS))
+    result = client.chat("Hi")
+    assert (result.text, result.reasoning) == ("The answer", "Let me think")
+    assert result.raw["choices"][0]["message"]["content"] == MISTRAL_PARTS
+
+
+def test_mistral_thinking_parts_in_a_stream():
+    body = (ev(delta_chunk({"role": "assistant", "content": [
+                {"type": "thinking", "thinking": [{"type": "text", "text": "Let me "}]}]}))
+            + ev(delta_chunk({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "think"}]}]}))
+            + ev(delta_chunk({"content": [{"type": "text", "text": "The "}]}))
+            + ev(delta_chunk({"content": "answer"}, "stop")) + DONE)
+    stream = feed([body])
+    deltas = list(stream)
+    assert [(d.text, d.reasoning) for d in deltas] == [
+        ("", "Let me "), ("", "think"), ("The ", ""), ("answer", "")]
+    assert (stream.result.text, stream.result.reasoning) == ("The answer", "Let me think")
+
+
+@pytest.mark.parametrize("part", [
+    pytest.param({"type": "weird", "weird": "x"}, id="unknown-type"),
+    pytest.param({"type": "weird", "text": "x"}, id="unknown-type-with-a-text-field"),
+    pytest.param({"type": "reference", "reference_ids": [1, 2]}, id="mistral-reference"),
+])
+def test_unknown_content_parts_stay_out_of_the_text(mocked, client, part):
+    content = [{"type": "text", "text": "The "}, part, {"type": "text", "text": "answer"}]
+    mocked.post(URL, json=completion(content))
+    result = client.chat("Hi")
+    assert result.text == "The answer"
+    assert result.raw["choices"][0]["message"]["content"][1] == part

@@ -124,3 +124,43 @@ def test_embeddings_of_a_broken_shape_are_invalid(mocked, data):
     mocked.post(BASE + "/embeddings", json={"object": "list", "data": data})
     with pytest.raises(boc.InvalidResponse):
         boc.Client(BASE, model="m").embed(["a", "b"])
+
+
+# -- Issue 17: junk in base64, NaN and infinities, indexes on only some items --------
+
+
+def _b64(*values):
+    return base64.b64encode(struct.pack("<%df" % len(values), *values)).decode()
+
+
+@pytest.mark.parametrize("vector", [
+    pytest.param(_b64(0.25, -3.5, 1.0)[:8] + "!!" + _b64(0.25, -3.5, 1.0)[8:], id="bangs-inside"),
+    pytest.param("$" + _b64(0.25, -3.5, 1.0), id="a-dollar-first"),
+    pytest.param("AAAAAA!!AAAAAAAAAA", id="AAAA!!AAAA"),  # 16 base64 characters and two junk ones
+])
+def test_base64_with_junk_characters_is_invalid(mocked, client, vector):
+    mocked.post(EMBED_URL, json=answer(vector))
+    with pytest.raises(boc.InvalidResponse, match="embedding") as info:
+        client.embed("x", encoding_format="base64")
+    assert "base64" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param('{"data": [{"index": 0, "embedding": [0.5, NaN]}]}', id="NaN"),
+    pytest.param('{"data": [{"index": 0, "embedding": [Infinity, 0.5]}]}', id="Infinity"),
+    pytest.param('{"data": [{"index": 0, "embedding": [0.5, -Infinity]}]}', id="-Infinity"),
+    pytest.param('{"data": [{"index": 0, "embedding": [1e999, 0.5]}]}', id="overflowing-number"),
+    pytest.param(json.dumps({"data": [{"index": 0, "embedding": _b64(0.5, float("nan"))}]}), id="base64-NaN"),
+    pytest.param(json.dumps({"data": [{"index": 0, "embedding": _b64(float("inf"), 0.5)}]}), id="base64-Infinity"),
+])
+def test_a_vector_with_nan_or_an_infinity_is_invalid(mocked, client, body):
+    mocked.post(EMBED_URL, body=body, content_type="application/json")
+    with pytest.raises(boc.InvalidResponse, match="embedding"):
+        client.embed("x")
+
+
+def test_indexes_on_only_some_items_are_invalid(mocked, client):
+    data = [{"index": 1, "embedding": [1.0]}, {"embedding": [0.0]}]
+    mocked.post(EMBED_URL, json={"object": "list", "data": data})
+    with pytest.raises(boc.InvalidResponse, match="index"):
+        client.embed(["a", "b"])

@@ -113,3 +113,66 @@ def test_the_module_does_not_import_pillow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=__import__("os").path.dirname(boc.__file__))
     assert out.stdout.strip() == "False"
+
+
+# -- Issue 17: any failure of save() is an InvalidImage; a save that never ends is stopped --
+
+from helpers import peak_memory  # noqa: E402  (imports of this block kept here, for easy merges)
+
+MiB = 1 << 20
+
+
+class SaveFailed(Exception):
+    """An exception of the image library's own, unknown to the module."""
+
+
+@pytest.mark.parametrize("fail, words", [
+    pytest.param(SyntaxError("broken PNG file"), "broken PNG file", id="SyntaxError-as-Pillow-raises"),
+    pytest.param(RuntimeError("the encoder gave up"), "the encoder gave up", id="RuntimeError"),
+    pytest.param(SaveFailed("decoder error -2"), "decoder error -2", id="an-exception-of-its-own"),
+    pytest.param(AttributeError("'NoneType' object has no attribute 'mode'"), "has no attribute", id="AttributeError"),
+])
+def test_any_failure_of_save_is_an_invalid_image(fail, words):
+    with pytest.raises(boc.InvalidImage) as info:
+        boc.image_data_url(FakeImage(fail=fail))
+    assert "could not save the FakeImage image object (640x480) as PNG" in str(info.value), str(info.value)
+    assert words in str(info.value), str(info.value)
+
+
+def test_a_failing_save_in_a_chat_is_an_invalid_image_before_anything_is_sent(mocked, client):
+    mocked.post(URL, json=completion("never"))
+    with pytest.raises(boc.InvalidImage, match="could not save the FakeImage image object"):
+        client.chat("What is it?", images=FakeImage(fail=SyntaxError("broken PNG file")))
+    assert not mocked.calls
+
+
+class EndlessImage:
+    """An image whose save() writes 1 MiB pieces and would go on for 256 MiB."""
+
+    size = (100000, 100000)
+
+    def __init__(self):
+        self.written = 0
+
+    def save(self, fp, format=None):
+        piece = b"\x89PNG\r\n\x1a\n" + bytes(MiB - 8)
+        while self.written < 256 * MiB:
+            fp.write(piece)
+            self.written += len(piece)
+
+
+@pytest.mark.parametrize("how", ["image_data_url", "chat"])
+def test_a_save_that_never_ends_is_stopped_at_max_image_bytes(mocked, how):
+    mocked.post(URL, json=completion("never"))
+    image = EndlessImage()
+    calls = {
+        "image_data_url": lambda: boc.image_data_url(image, max_bytes=MiB),
+        "chat": lambda: boc.Client("http://api.test/v1", model="m", max_image_bytes=MiB).chat("Hi", images=image),
+    }
+    with peak_memory() as memory, pytest.raises(boc.InvalidImage) as info:
+        calls[how]()
+    assert "larger than max_image_bytes" in str(info.value), str(info.value)
+    assert "EndlessImage image object" in str(info.value), str(info.value)
+    assert memory["peak"] < 20 * MiB, "peak %d MiB" % (memory["peak"] // MiB)
+    assert image.written <= 4 * MiB, "save() wrote %d MiB before it was stopped" % (image.written // MiB)
+    assert not mocked.calls

@@ -160,3 +160,58 @@ def test_urls_that_need_escaping_still_serialise(tmp_path):
     client = boc.Client("http://api.test/v1", model="m")
     body = client._call([{"role": "user", "content": [boc.image_part(odd)]}], None, None, {}, False, None, None).body
     assert json.loads(body)["messages"][0]["content"][0]["image_url"]["url"] == odd
+
+
+# -- Issue 17: a file that grows between stat() and read() is never sent cut short --
+
+
+def _grows_after_stat(monkeypatch, path, extra):
+    """The file at ``path`` grows by ``extra`` bytes just after its size is first
+    looked at (os.stat or os.fstat), as a file still being written does."""
+    real_stat, real_fstat = os.stat, os.fstat
+    grown = []
+
+    def grow(info):
+        if not grown:
+            grown.append(True)
+            with open(path, "ab") as f:
+                f.write(extra)
+        return info
+
+    def stat(target, *args, **kwargs):
+        info = real_stat(target, *args, **kwargs)
+        return grow(info) if os.fspath(target) == str(path) else info
+
+    def fstat(fd):
+        info = real_fstat(fd)
+        same = info.st_ino == real_stat(path).st_ino and info.st_dev == real_stat(path).st_dev
+        return grow(info) if same else info
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "fstat", fstat)
+    return grown
+
+
+def test_a_file_that_grows_after_stat_is_sent_whole_or_refused(tmp_path, monkeypatch):
+    path = tmp_path / "being-written.png"
+    path.write_bytes(PNG + b"\x01" * 1000)
+    grown = _grows_after_stat(monkeypatch, path, b"\x02" * 4000)
+    try:
+        url = boc.image_data_url(path, max_bytes=1 << 20)
+    except boc.InvalidImage as exc:
+        assert "being-written.png" in str(exc), str(exc)
+        return
+    assert grown, "the file was never looked at"
+    sent = base64.b64decode(url.split(",", 1)[1])
+    assert len(sent) == len(PNG) + 5000, "sent %d of the file's %d bytes" % (len(sent), len(PNG) + 5000)
+    assert sent == path.read_bytes()
+
+
+def test_a_file_that_grows_past_the_limit_after_stat_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "being-written.png"
+    path.write_bytes(PNG + b"\x01" * 1000)
+    grown = _grows_after_stat(monkeypatch, path, b"\x02" * 4000)
+    with pytest.raises(boc.InvalidImage, match="larger than max_image_bytes") as info:
+        boc.image_data_url(path, max_bytes=2000)
+    assert grown, "the file was never looked at"
+    assert "being-written.png" in str(info.value)

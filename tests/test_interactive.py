@@ -275,3 +275,57 @@ def test_json_is_as_it_was(terminal, fault_server):
     term = terminal("--json", "hi")
     assert term.wait() == 0
     assert json.loads(term.output.decode())["choices"][0]["message"]["content"] == "a\x1b]0;x\x07"
+
+
+# -- Issue 17: one dropped answer does not end the conversation ---------------
+
+import socket  # noqa: E402  (imports of this block kept here, for easy merges)
+import struct  # noqa: E402
+
+
+def _reset(conn):
+    """Close with a TCP reset (RST), as a crashing server or a proxy's timeout does."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def dropped_mid_answer(how):
+    """Two deltas of an answer, then the connection goes away."""
+    pieces = [sse(chunk("Once upon "), done=False), sse(chunk("a time"), done=False)]
+    if how == "reset":
+        def script(conn, request):
+            fs.stream(pieces, end=False)(conn, request)
+            _reset(conn)
+            return False
+
+        return script
+    return fs.stream(pieces, end=False)  # a chunked body left unfinished, then closed
+
+
+@pytest.mark.parametrize("how", ["closed", "reset"])
+def test_a_connection_dropped_mid_answer_does_not_end_the_session(terminal, fault_server, how):
+    fault_server.script(dropped_mid_answer(how), answer("and so on"))
+    term = terminal()
+    term.expect("> ")
+    term.type("a story")
+    shown = term.expect("> ")  # the prompt comes back
+    assert "Once upon a time" in shown, shown
+    assert "error: " in shown and "The session ends." not in shown, shown
+    assert "Traceback" not in shown, shown
+    term.type("go on")
+    assert "and so on\n" in term.expect("> ")
+    term.ctrl_d()
+    assert term.wait() == 0, term.output.decode("utf-8", "replace")
+    assert sent(fault_server)[-1]["messages"][-1] == {"role": "user", "content": "go on"}
+
+
+def test_a_rejected_key_ends_the_session(terminal, fault_server):
+    fault_server.script(fs.reply(401, {"error": {"message": "Incorrect API key provided",
+                                                 "type": "invalid_request_error", "code": "invalid_api_key"}}))
+    term = terminal()
+    term.expect("> ")
+    term.type("hello")
+    code = term.wait()
+    shown = term.output.decode("utf-8", "replace")
+    assert code == 5, shown
+    assert "Incorrect API key provided" in shown and "The session ends." in shown, shown
+    assert "Traceback" not in shown

@@ -53,3 +53,33 @@ def test_interrupted_stream_keeps_the_entries_so_far(mocked, client):
     with pytest.raises(boc.StreamInterrupted) as info:
         client.stream("Hello", logprobs=True).result
     assert [e["token"] for e in info.value.partial.logprobs] == ["Hi"]
+
+
+# -- Issue 17: logprobs.content of the wrong type is an invalid answer --
+
+BROKEN_CONTENT = [
+    pytest.param("Hi there", id="a-string"),
+    pytest.param({"Hi": -0.5, " there": -1.0}, id="a-dict"),
+    pytest.param(42, id="a-number"),
+]
+
+
+@pytest.mark.parametrize("content", BROKEN_CONTENT)
+def test_logprobs_content_that_is_not_a_list_is_invalid(mocked, client, content):
+    body = completion("Hi there")
+    body["choices"][0]["logprobs"] = {"content": content}
+    mocked.post(URL, json=body)
+    with pytest.raises(boc.InvalidResponse, match="logprobs"):
+        client.chat("Hello", logprobs=True)
+
+
+@pytest.mark.parametrize("content", BROKEN_CONTENT)
+def test_logprobs_content_that_is_not_a_list_is_invalid_in_a_stream(mocked, client, content):
+    broken = chunk(" there")
+    broken["choices"][0]["logprobs"] = {"content": content}
+    body = sse(with_logprobs(chunk("Hi"), entry("Hi")), broken, chunk(finish="stop"))
+    mocked.post(URL, body=body, content_type="text/event-stream")
+    with pytest.raises(boc.InvalidResponse, match="logprobs") as info:
+        client.stream("Hello", logprobs=True).result
+    assert isinstance(info.value, boc.StreamInterrupted)
+    assert info.value.partial.text == "Hi"

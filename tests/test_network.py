@@ -504,3 +504,64 @@ def test_proxy_credentials_echoed_in_an_error_answer_never_show(monkeypatch):
         assert PROXY_SECRET not in shown and basic not in shown, shown
     finally:
         proxy.close()
+
+
+# -- Issue 17: every spelling of a loopback address is loopback --------------------
+
+LOOPBACK_SPELLINGS = [
+    pytest.param("[0:0:0:0:0:0:0:1]", id="ipv6-loopback-written-out"),
+    pytest.param("[0000:0000:0000:0000:0000:0000:0000:0001]", id="ipv6-loopback-with-zeros"),
+    pytest.param("[::ffff:127.0.0.1]", id="ipv4-mapped-ipv6"),
+    pytest.param("127.1", id="short-ipv4-127.1"),
+    pytest.param("localhost.", id="localhost-with-the-root-dot"),
+    pytest.param("LOCALHOST", id="localhost-in-capitals"),
+    pytest.param("foo.localhost", id="a-name-under-localhost"),
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+def test_every_spelling_of_loopback_is_never_proxied(server, answering_proxy, monkeypatch, host):
+    # The answering proxy would say "via proxy"; a loopback URL goes direct:
+    # to the local server, or nowhere (nothing may listen on ::1 here).
+    set_proxy(monkeypatch, answering_proxy.origin)
+    with client("http://%s:%d/v1" % (host, server.port)) as c:
+        got = outcome(lambda: c.chat("Hi").text)
+    assert answering_proxy.requests == [], [r.path for r in answering_proxy.requests]
+    assert got == "OK" or isinstance(got, boc.ConnectionFailed), repr(got)
+
+
+@pytest.mark.parametrize("host", [
+    pytest.param("127.0.0.1.example.test", id="127.0.0.1-as-a-label"),
+    pytest.param("127.1.test", id="127.1-as-a-label"),
+    pytest.param("localhost.example.test", id="localhost-as-a-label"),
+    pytest.param("notlocalhost", id="ends-in-localhost-without-a-dot"),
+])
+def test_names_that_only_look_loopback_go_through_the_proxy(answering_proxy, monkeypatch, host):
+    set_proxy(monkeypatch, answering_proxy.origin)
+    with client("http://%s/v1" % host) as c:
+        assert c.chat("Hi").text == "via proxy"
+    assert [r.path for r in answering_proxy.requests] == ["http://%s/v1/chat/completions" % host]
+
+
+@pytest.mark.parametrize("url, loopback", [
+    pytest.param("http://localhost:8080/v1", True, id="localhost"),
+    pytest.param("http://127.0.0.1:8080/v1", True, id="127.0.0.1"),
+    pytest.param("http://127.255.255.254/v1", True, id="127-slash-8"),
+    pytest.param("http://[::1]:8080/v1", True, id="ipv6-short"),
+    pytest.param("http://[0:0:0:0:0:0:0:1]:8080/v1", True, id="ipv6-written-out"),
+    pytest.param("http://[::ffff:127.0.0.1]:8080/v1", True, id="ipv4-mapped-ipv6"),
+    pytest.param("http://[::ffff:7f00:1]:8080/v1", True, id="ipv4-mapped-ipv6-in-hex"),
+    pytest.param("http://127.1:8080/v1", True, id="127.1"),
+    pytest.param("http://localhost.:8080/v1", True, id="localhost-root-dot"),
+    pytest.param("http://foo.localhost:8080/v1", True, id="under-localhost"),
+    pytest.param("http://foo.localhost.:8080/v1", True, id="under-localhost-root-dot"),
+    pytest.param("http://127.0.0.1.example.test/v1", False, id="127-label"),
+    pytest.param("http://127.x.test/v1", False, id="127.x.test"),
+    pytest.param("http://localhost.example.test/v1", False, id="localhost-label"),
+    pytest.param("http://[::2]:8080/v1", False, id="ipv6-not-loopback"),
+    pytest.param("http://[::ffff:10.0.0.1]:8080/v1", False, id="ipv4-mapped-not-loopback"),
+    pytest.param("http://128.0.0.1/v1", False, id="128.0.0.1"),
+    pytest.param("http://api.test/v1", False, id="a-name"),
+])
+def test_is_loopback_table(url, loopback):
+    assert boc._is_loopback(url) is loopback

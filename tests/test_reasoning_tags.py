@@ -186,3 +186,64 @@ def test_whitespace_before_anything_costs_linear_time():
     texts = [acc.add(chunk(text)).text for text in deltas]
     assert time.process_time() - start < 5
     assert "".join(texts) == "".join(deltas)  # no tag: the content untouched
+
+
+# -- Issue 17: what is held back as a possible tag is delivered at every end of the stream --
+
+DONE = "data: [DONE]\n\n"
+
+
+def events_of(*chunks):
+    return "".join("data: %s\n\n" % json.dumps(c) for c in chunks)
+
+
+def usage_only():
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m", "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+# (body, think_tags, text, reasoning): each stream ends without a finish_reason
+# on the chunk that carried the held text.
+ENDINGS = [
+    pytest.param(events_of(chunk("<th")) + DONE, None, "<th", "", id="half-a-tag-then-done-no-finish"),
+    pytest.param(events_of(chunk("  <")) + DONE, None, "  <", "", id="space-and-a-bracket-then-done"),
+    pytest.param(events_of(chunk("<th"), usage_only()) + DONE, None, "<th", "", id="half-a-tag-usage-then-done"),
+    pytest.param(events_of(chunk("<think>plan</th")) + DONE, None, "", "plan</th",
+                 id="half-a-close-tag-then-done"),
+    pytest.param(events_of(chunk("plan</th")) + DONE, True, "", "plan</th", id="true-half-a-close-tag-then-done"),
+    pytest.param(events_of(chunk("<th"), chunk(finish="stop")), None, "<th", "", id="finish-chunk-then-eof"),
+    pytest.param(events_of(chunk("<th"), chunk(finish="stop"), usage_only()), None, "<th", "",
+                 id="finish-usage-then-eof"),
+    pytest.param(events_of(chunk("<th", finish="stop")) + DONE, None, "<th", "", id="finish-on-the-same-chunk"),
+    pytest.param(events_of(chunk("<th"), chunk(finish="stop")) + "data: [DO", None, "<th", "",
+                 id="finish-then-a-cut-off-done"),
+]
+
+
+@pytest.mark.parametrize("body, think_tags, text, reasoning", ENDINGS)
+def test_held_text_reaches_the_deltas_at_the_end_of_the_stream(mocked, body, think_tags, text, reasoning):
+    mocked.post(URL, body=body.encode(), content_type="text/event-stream")
+    client = boc.Client("http://api.test/v1", model="m", think_tags=think_tags)
+    with client.stream("Hi") as stream:
+        deltas = list(stream)
+    assert joined(deltas) == (text, reasoning)
+    assert (stream.result.text, stream.result.reasoning) == (text, reasoning)
+
+
+def _choice(index, content=None, finish=None):
+    delta = {} if content is None else {"content": content}
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+
+@pytest.mark.parametrize("second_finishes", [False, True], ids=["other-choice-no-finish", "other-choice-finishes"])
+def test_held_text_of_another_choice_reaches_its_deltas(mocked, client, second_finishes):
+    # n=2: the second choice's content is only "<th"; the stream ends.
+    body = events_of(_choice(0, "Hi"), _choice(1, "<th"), _choice(0, finish="stop"),
+                     *([_choice(1, finish="stop")] if second_finishes else [])) + DONE
+    mocked.post(URL, body=body.encode(), content_type="text/event-stream")
+    with client.stream("Hi", n=2) as stream:
+        deltas = list(stream)
+    assert "".join(d.text for d in deltas if d.index == 1) == "<th"
+    assert "".join(d.text for d in deltas if d.index == 0) == "Hi"
+    assert stream.result.text == "Hi"

@@ -227,3 +227,101 @@ def test_an_error_keeps_its_secrets_cut_after_its_client_is_gone(fault_server):
     data = pickle.dumps(error)
     assert CANARY_KEY.encode() not in data
     assert CANARY_KEY not in str(error) + repr(error) + str(pickle.loads(data))
+
+
+# -- Issue 17: a key in the base URL's query; DEBUG logs of every logger; a broken proxy URL --
+
+import io  # noqa: E402  (imports of this block kept here, for easy merges)
+import sys  # noqa: E402
+
+import netservers as ns  # noqa: E402
+
+QUERY_SECRET = "qs-canary-5e8a21d4c7"
+PROXY_PASSWORD = "pa55word-secret"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def openai_server():
+    server = ns.Server(ns.openai())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.mark.parametrize("name", ["key", "api_key", "api-key"])
+def test_doctor_does_not_show_a_key_in_the_base_url_query(openai_server, capsys, name):
+    url = "%s?%s=%s" % (openai_server.url, name, QUERY_SECRET)
+    code = boc.main(["doctor", "--base-url", url, "--model", "m"])
+    out, err = capsys.readouterr()
+    first = out.splitlines()[0]
+    assert first.startswith("✓ base URL %s" % openai_server.url), first
+    assert_hidden(QUERY_SECRET, out + err)
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("name", ["key", "api_key"])
+def test_the_chat_banner_does_not_show_a_key_in_the_base_url_query(openai_server, capsys, monkeypatch, name):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    url = "%s?%s=%s" % (openai_server.url, name, QUERY_SECRET)
+    code = boc.main(["chat", "-i", "--base-url", url, "--model", "m"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Chatting with m at %s" % openai_server.url in err, err
+    assert "OK" in out  # the conversation went on
+    assert_hidden(QUERY_SECRET, out + err)
+
+
+def _redirect_echoing_the_key(server):
+    """A 307 whose Location carries the key of the request's query on."""
+    def script(conn, request):
+        if request.path.startswith("/v1/"):
+            query = request.path.partition("?")[2]
+            return ns.redirect(307, "%s/v2/chat/completions?%s&again=%s" % (server.origin, query, QUERY_SECRET))(
+                conn, request)
+        return ns.openai("moved")(conn, request)
+
+    return script
+
+
+@pytest.mark.parametrize("case", ["request", "redirect-location-echoes-the-key"])
+def test_no_debug_record_of_any_logger_shows_a_key_in_the_query(openai_server, caplog, case):
+    caplog.set_level(logging.DEBUG)  # the root logger: urllib3's records too
+    if case != "request":
+        openai_server.script(_redirect_echoing_the_key(openai_server))
+    client = boc.Client("%s?key=%s" % (openai_server.url, QUERY_SECRET), model="m", max_retries=0)
+    text = client.chat("Hi").text
+    assert text == ("OK" if case == "request" else "moved")
+    assert any(QUERY_SECRET in r.path for r in openai_server.requests)  # the key was sent
+    assert caplog.records, "no DEBUG records captured: the check would be empty"
+    for record in caplog.records:
+        assert_hidden(QUERY_SECRET, "%s: %s" % (record.name, record.getMessage()))
+
+
+@pytest.mark.parametrize("scheme, variable", [("https", "HTTPS_PROXY"), ("http", "HTTP_PROXY")])
+def test_a_proxy_url_with_a_port_out_of_range_is_a_configuration_error_without_its_password(
+        no_proxy_env, monkeypatch, scheme, variable):
+    monkeypatch.setenv(variable, "http://user:%s@proxy.test:99999" % PROXY_PASSWORD)
+    with pytest.raises(boc.ConfigurationError) as info:
+        boc.Client("%s://api.test/v1" % scheme, model="m", max_retries=0).chat("Hi")
+    assert "proxy" in str(info.value).lower(), str(info.value)
+    assert_hidden(PROXY_PASSWORD, visible(info.value))
+
+
+@pytest.mark.parametrize("command", [["chat", "Hi"], ["chat", "--no-stream", "Hi"], ["models"]],
+                         ids=["chat", "chat-no-stream", "models"])
+def test_the_command_line_says_a_broken_proxy_url_in_one_line_without_its_password(
+        no_proxy_env, monkeypatch, capsys, command):
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:%s@proxy.test:99999" % PROXY_PASSWORD)
+    code = boc.main(command[:1] + ["--base-url", "https://api.test/v1", "--model", "m"] + command[1:])
+    out, err = capsys.readouterr()
+    assert code == 2, err  # ConfigurationError's family
+    assert err.startswith("error: ") and err.count("\n") == 1 and "proxy" in err.lower(), err
+    assert "Traceback" not in err
+    assert_hidden(PROXY_PASSWORD, out + err)
