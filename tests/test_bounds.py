@@ -7,8 +7,10 @@ import socket
 import time
 
 import pytest
+import requests
 
 import bor_openai_compat as boc
+import netservers as ns
 import server as sv
 from helpers import bounded, chunk, consume, endless, feed, gzip_bomb, peak_memory, run, sse, trickle
 
@@ -191,7 +193,6 @@ def test_an_event_of_many_data_lines_costs_linear_time(split):
     # sseclient-py adds each data line to a growing string; 300,000 lines
     # (a few MB) took minutes of CPU that way. The values joined with LF are
     # the event's data, as the WHATWG rules say.
-    text = "ab\n" * 300_000
     lines = b"".join(b"data: ab\n" for _ in range(300_000)) + b"data: \n"
     event = b'data: {"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}\n\n'
     body = lines + b"\n" + event + b"data: [DONE]\n\n"
@@ -250,9 +251,7 @@ def test_stream_timeout_bounds_headers_that_trickle(fault_server, call):
 # likes, and raise what no caller expects (MemoryError, RuntimeError,
 # brotli.error). A redirect's body is never needed.
 
-import requests  # noqa: E402  (imports of this block kept here, for easy merges)
 
-import netservers as ns  # noqa: E402
 
 REDIRECT_PEAK = 50 * MiB
 NOT_BROTLI = b"\x1b\xff\xff\xff this is not a brotli stream " * 64
@@ -262,12 +261,12 @@ def _redirect_body(kind):
     """answer() keywords for a redirect body of each hostile kind."""
     return {
         "endless": dict(body=endless_x(), framing="close"),
-        "gzip-bomb": dict(body=h.gzip_bomb(128 * MiB), declare="gzip"),
+        "gzip-bomb": dict(body=gzip_bomb(128 * MiB), declare="gzip"),
         "broken-brotli": dict(body=NOT_BROTLI, declare="br"),
         # Not brotli, and endless: requests reads it again, undecoded, after the decoder failed.
         "broken-brotli-endless": dict(body=_then(NOT_BROTLI, endless_x()), declare="br", framing="close"),
         # 600 bytes, 0.1 s apart: a minute, each read well within timeout=5.
-        "trickle": dict(body=h.trickle(b"x" * 600), delay=0.1, framing="close"),
+        "trickle": dict(body=trickle(b"x" * 600), delay=0.1, framing="close"),
     }[kind]
 
 
@@ -276,7 +275,7 @@ REDIRECT_BODY_KINDS = ["endless", "gzip-bomb", "broken-brotli", "broken-brotli-e
 
 @pytest.fixture
 def good_server():
-    server = ns.Server(ns.openai("moved here"))
+    server = sv.Server(ns.openai("moved here"))
     yield server
     server.close()
 
@@ -304,10 +303,8 @@ def _redirect_client(fault_server, session):
 def test_a_redirect_loop_with_a_hostile_body_is_one_redirect_error(fault_server, session, kind, call, status):
     # The redirect points back at itself: the error is the loop, said at
     # once, without reading a byte of the body.
-    if kind.startswith("broken-brotli"):
-        pytest.importorskip("brotli")
     target = fault_server.url + ("/chat/completions" if call == "chat" else "/models")
-    fault_server.script(h.answer(status=status, ctype="text/plain", headers=["Location: " + target],
+    fault_server.script(sv.answer(status=status, ctype="text/plain", headers=["Location: " + target],
                                  **_redirect_body(kind)))
     client = _redirect_client(fault_server, session)
     calls = {"chat": lambda: client.chat("Hi"), "models": client.models}
@@ -324,10 +321,8 @@ def test_a_redirect_loop_with_a_hostile_body_is_one_redirect_error(fault_server,
 def test_a_followed_redirect_with_a_hostile_body_still_answers(fault_server, good_server, session, kind, call):
     # A 307 (a 308 for GET /models) to a good server on another port: its
     # answer arrives, whatever the body of the redirect was.
-    if kind.startswith("broken-brotli"):
-        pytest.importorskip("brotli")
     target = good_server.url + ("/models" if call == "models" else "/chat/completions")
-    fault_server.script(h.answer(status=308 if call == "models" else 307, ctype="text/plain",
+    fault_server.script(sv.answer(status=308 if call == "models" else 307, ctype="text/plain",
                                  headers=["Location: " + target], **_redirect_body(kind)))
     client = _redirect_client(fault_server, session)
     calls = {"chat": lambda: client.chat("Hi").text, "stream": lambda: client.stream("Hi").result.text,
@@ -343,10 +338,8 @@ def test_a_followed_redirect_with_a_hostile_body_still_answers(fault_server, goo
 @pytest.mark.parametrize("kind", REDIRECT_BODY_KINDS)
 def test_a_post_redirect_that_is_not_followed_does_not_read_the_body(fault_server, session, kind):
     # 301 to a POST: a ConfigurationError naming the base URL to use, at once.
-    if kind.startswith("broken-brotli"):
-        pytest.importorskip("brotli")
     origin = fault_server.url[: -len("/v1")]
-    fault_server.script(h.answer(status=301, ctype="text/plain",
+    fault_server.script(sv.answer(status=301, ctype="text/plain",
                                  headers=["Location: %s/api/v1/chat/completions" % origin], **_redirect_body(kind)))
     client = _redirect_client(fault_server, session)
     with bounded(cpu=10, wall=8), peak_memory() as memory:
@@ -374,7 +367,7 @@ def _trickling_head(conn, request):
 
 @pytest.fixture
 def trickling_proxy(monkeypatch):
-    proxy = ns.Server(_trickling_head)
+    proxy = sv.Server(_trickling_head)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)

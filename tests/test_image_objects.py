@@ -5,7 +5,7 @@ import json
 import pytest
 
 import bor_openai_compat as boc
-from helpers import URL, completion
+from helpers import URL, completion, peak_memory
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 20
@@ -117,7 +117,6 @@ def test_the_module_does_not_import_pillow():
 
 # -- Issue 17: any failure of save() is an InvalidImage; a save that never ends is stopped --
 
-from helpers import peak_memory  # noqa: E402  (imports of this block kept here, for easy merges)
 
 MiB = 1 << 20
 

@@ -8,6 +8,8 @@ the scriptable local one from ``server.py``.
 import json
 import os
 import re
+import socket
+import struct
 import sys
 import threading
 
@@ -279,8 +281,6 @@ def test_json_is_as_it_was(terminal, fault_server):
 
 # -- Issue 17: one dropped answer does not end the conversation ---------------
 
-import socket  # noqa: E402  (imports of this block kept here, for easy merges)
-import struct  # noqa: E402
 
 
 def _reset(conn):
@@ -293,12 +293,12 @@ def dropped_mid_answer(how):
     pieces = [sse(chunk("Once upon "), done=False), sse(chunk("a time"), done=False)]
     if how == "reset":
         def script(conn, request):
-            fs.stream(pieces, end=False)(conn, request)
+            sv.stream(pieces, end=False)(conn, request)
             _reset(conn)
             return False
 
         return script
-    return fs.stream(pieces, end=False)  # a chunked body left unfinished, then closed
+    return sv.stream(pieces, end=False)  # a chunked body left unfinished, then closed
 
 
 @pytest.mark.parametrize("how", ["closed", "reset"])
@@ -319,7 +319,7 @@ def test_a_connection_dropped_mid_answer_does_not_end_the_session(terminal, faul
 
 
 def test_a_rejected_key_ends_the_session(terminal, fault_server):
-    fault_server.script(fs.reply(401, {"error": {"message": "Incorrect API key provided",
+    fault_server.script(sv.reply(401, {"error": {"message": "Incorrect API key provided",
                                                  "type": "invalid_request_error", "code": "invalid_api_key"}}))
     term = terminal()
     term.expect("> ")

@@ -3,15 +3,18 @@ put the API key, a URL password or a secret header into an exception's str(),
 repr(), .message, .body, .partial or a DEBUG log record of our logger."""
 import base64
 import gc
+import io
 import json
 import logging
 import pickle
+import sys
 import weakref
 
 import pytest
 import requests
 
 import bor_openai_compat as boc
+import netservers as ns
 import server as sv
 from helpers import CANARY_KEY, assert_hidden, chunk, consume, free_port, run, sse, visible
 
@@ -231,10 +234,7 @@ def test_an_error_keeps_its_secrets_cut_after_its_client_is_gone(fault_server):
 
 # -- Issue 17: a key in the base URL's query; DEBUG logs of every logger; a broken proxy URL --
 
-import io  # noqa: E402  (imports of this block kept here, for easy merges)
-import sys  # noqa: E402
 
-import netservers as ns  # noqa: E402
 
 QUERY_SECRET = "qs-canary-5e8a21d4c7"
 PROXY_PASSWORD = "pa55word-secret"
@@ -243,7 +243,7 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 @pytest.fixture
 def openai_server():
-    server = ns.Server(ns.openai())
+    server = sv.Server(ns.openai())
     yield server
     server.close()
 
