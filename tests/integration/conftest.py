@@ -128,7 +128,7 @@ def llama_server(tiny_models, tmp_path_factory):
     server.stop()
 
 
-def _one_model_llama(name, model, folder, *options, context=4096):
+def _one_model_llama(name, model, folder, *options, context=4096, parallel=1):
     """A llama-server serving one model file, with ``options`` of its own."""
     binary = llama_server_binary()
     if not binary:
@@ -137,7 +137,7 @@ def _one_model_llama(name, model, folder, *options, context=4096):
     return Server(
         name,
         [binary, "-m", str(model), *options, "--host", "127.0.0.1", "--port", str(port),
-         "--no-webui", "-c", str(context), "-t", "1", "-np", "1"],
+         "--no-webui", "-c", str(context), "-t", "1", "-np", str(parallel)],
         "http://127.0.0.1:%d/v1" % port, "", folder / "server.log",
     )
 
@@ -241,4 +241,111 @@ def llama_plain_server(tmp_path_factory):
     write_model(folder / "tiny-plain.gguf", seed=1, space_prefix=False)
     server = _one_model_llama("llama-server (no space prefix)", folder / "tiny-plain.gguf", folder, context=2048)
     yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+# -- Small windows and configured models (test_model_info.py) ----------------
+
+
+@pytest.fixture(scope="module")
+def llama_small_window(tiny_models, tmp_path_factory):
+    """llama-server with -c 512 shared by two slots: a window of 256 per request."""
+    server = _one_model_llama(
+        "llama-server (small window)", tiny_models / "tiny-chat.gguf", tmp_path_factory.mktemp("llama-small"),
+        context=512, parallel=2,
+    )
+    server.model = str(tiny_models / "tiny-chat.gguf")  # its id in /v1/models: the path
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+def _llama_router(name, tiny_models, folder, *options):
+    binary = llama_server_binary()
+    if not binary:
+        missing("llama-server is not built (run .ci/build-llama-server)")
+    port = free_port()
+    return Server(
+        name,
+        [binary, "--models-dir", str(tiny_models), *options, "--api-key", LLAMA_KEY, "--host", "127.0.0.1",
+         "--port", str(port), "--no-webui", "-c", "256", "-t", "1", "-np", "1"],
+        "http://127.0.0.1:%d/v1" % port, LLAMA_KEY, folder / "server.log",
+    )
+
+
+@pytest.fixture(scope="module")
+def llama_router(tiny_models, tmp_path_factory):
+    """llama-server in router mode of this module's own, loading a model on first use."""
+    server = _llama_router("llama-server (router)", tiny_models, tmp_path_factory.mktemp("llama-router"))
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_router_manual(tiny_models, tmp_path_factory):
+    """llama-server in router mode that loads a model only when POST /models/load asks."""
+    server = _llama_router(
+        "llama-server (router, no autoload)", tiny_models, tmp_path_factory.mktemp("llama-manual"),
+        "--no-models-autoload",
+    )
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_python_small(tiny_models, tmp_path_factory):
+    """llama-cpp-python's server with a window of 256 tokens."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError as exc:
+        missing("llama-cpp-python's server is not installed (%s)" % exc)
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-cpp-python-small") / "server.log"
+    server = Server(
+        "llama-cpp-python server (n_ctx 256)",
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_models / "tiny-chat.gguf"),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "256"],
+        "http://127.0.0.1:%d/v1" % port, "", log,
+    )
+    server.model = str(tiny_models / "tiny-chat.gguf")
+    yield server.wait_ready("/models", 60)
+    server.stop()
+
+
+LITELLM_MODEL_INFO_CONFIG = """\
+model_list:
+  - model_name: mock-vision
+    litellm_params:
+      model: openai/mock-vision
+      api_key: unused
+      mock_response: "A mocked look at the picture."
+    model_info:
+      max_input_tokens: 32768
+      max_output_tokens: 4096
+      supports_vision: true
+      supports_function_calling: true
+  - model_name: mock-plain
+    litellm_params:
+      model: openai/mock-plain
+      api_key: unused
+      mock_response: "A mocked answer."
+    model_info:
+      max_input_tokens: 8192
+      supports_vision: false
+      supports_function_calling: false
+  - model_name: mock-bare
+    litellm_params:
+      model: openai/mock-bare
+      api_key: unused
+      mock_response: "Nothing configured."
+general_settings:
+  master_key: %s
+""" % LITELLM_KEY
+
+
+@pytest.fixture(scope="module")
+def litellm_model_info_server(tmp_path_factory):
+    """The LiteLLM proxy with model_info: blocks in its config (a proxy of its
+    own, so that the chat tests' model list stays as it is)."""
+    server = _litellm(tmp_path_factory, "LiteLLM proxy (model_info)", LITELLM_MODEL_INFO_CONFIG)
+    yield server.wait_ready("/models", 120)
     server.stop()
