@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import email.utils
 import functools
@@ -72,6 +73,7 @@ __all__ = [
     "Client",
     "ChatResult",
     "ModelInfo",
+    "BatchItem",
     "ChatStream",
     "StreamDelta",
     "ToolCall",
@@ -610,6 +612,10 @@ def _status_text(error):
     return "%s: %s" % (source, _finish(error.message, _SERVER_MESSAGE_LIMIT))
 
 
+class _Cancelled(OpenAICompatError):
+    """A call of a batch that was stopped (Ctrl-C, or an error that stops the batch); never leaves batch()."""
+
+
 def _midstream(error: OpenAICompatError, partial: ChatResult) -> OpenAICompatError:
     """The same error, made also a StreamInterrupted that carries ``partial``."""
     cls = next((_MIDSTREAM[c] for c in type(error).__mro__ if c in _MIDSTREAM), StreamInterrupted)
@@ -795,6 +801,31 @@ class ModelInfo:
         return _finish("ModelInfo(%r%s)" % (self.id, ", " + shown if shown else ""), _MESSAGE_LIMIT)
 
 
+class BatchItem:
+    """One item of :meth:`Client.batch`: its answer or its error."""
+
+    __slots__ = ("index", "custom_id", "result", "error", "attempts", "elapsed")
+
+    def __init__(self, index: int, custom_id: str, result: Any = None, error: OpenAICompatError | None = None,
+                 attempts: int = 0, elapsed: float = 0.0):
+        #: Its position in the input, from 0.
+        self.index = index
+        #: The id it was given, or ``"item-<index>"``.
+        self.custom_id = custom_id
+        #: A :class:`ChatResult`, or the vectors of an embeddings item; None on error.
+        self.result = result
+        #: The error it ended with, or None.
+        self.error = error
+        #: Requests made for it (0 when read back from the output file).
+        self.attempts = attempts
+        #: Seconds it took.
+        self.elapsed = elapsed
+
+    def __repr__(self) -> str:
+        outcome = "error=%s" % type(self.error).__name__ if self.error is not None else "ok"
+        return "BatchItem(%d, %r, %s)" % (self.index, self.custom_id, outcome)
+
+
 class StreamDelta:
     """One chunk of a stream.
 
@@ -915,6 +946,7 @@ class Client:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
+        self._paused_until = 0.0  # monotonic time before which no request starts (a 429's Retry-After)
         self._infos = {}  # model -> ModelInfo, read by model_info()
         self._json_modes = {}  # model -> the way of asking for JSON that it took (see _JSONCall)
         self._infos_lock = threading.Lock()
@@ -1085,13 +1117,46 @@ class Client:
         body = _dumps(payload).encode("utf-8")
         call = _Call(body, model, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
         call.embeddings = True
+        return self._embed(call, len(inputs))[0]
+
+    def _embed(self, call, count):
+        """(vectors, the decoded answer) of an /embeddings call."""
         response = self._send("POST", "/embeddings", call)
         body = _read_body(response, call, self.max_event_bytes)
         data = _decode_json(response, body)
         if _error_in(data):
             where = "%s %s" % (response.request.method, _safe_url(response.url))
             raise self._error(response.status_code, data, call, where)
-        return _embeddings(data, len(inputs), _safe_url(response.url))
+        return _embeddings(data, count, _safe_url(response.url)), data
+
+    def batch(
+        self,
+        items: Iterable,
+        *,
+        workers: int = 4,
+        output: str | os.PathLike | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+        stream_timeout: float | None = None,
+        retry_errors: bool = False,
+        **params: Any,
+    ) -> Iterator[BatchItem]:
+        """Run many requests, ``workers`` at a time; yield a :class:`BatchItem` for each, in input order.
+
+        :param items: any iterable, read lazily: prompt strings, lists of
+            message dicts, or dicts in the OpenAI Batch input format
+            (``{"custom_id", "method": "POST", "url": "/v1/chat/completions"
+            or "/v1/embeddings", "body": {...}}``).
+        :param output: a JSONL file in the OpenAI Batch output format; each
+            finished item is appended, flushed and synced. Run again with the
+            same file to resume: items already in it are not sent again.
+        :param retry_errors: on resume, send again the items recorded as errors.
+        :param params: fill in what an item's body lacks (``temperature``...).
+        :raises ConnectionFailed: and the other errors that would fail every
+            item (a bad key, an unknown model, a wrong path): the batch stops,
+            the items in flight finish and are saved first.
+        """
+        return _Batch(self, workers, output, model, timeout, stream_timeout, retry_errors, params).run(items)
 
     def close(self) -> None:
         """Close the HTTP session, unless it was the caller's."""
@@ -1189,6 +1254,9 @@ class Client:
         headers = self._headers(call)
         attempt = 0
         while True:
+            # A server that said 429 to one thread is spared by all of them.
+            self._wait(call, self._paused_until - time.monotonic())
+            call.attempts += 1
             try:
                 return self._request(method, url, headers, call)
             except OpenAICompatError as error:
@@ -1196,9 +1264,23 @@ class Client:
                 wait = _retry_wait(error, attempt, self.max_retries, left, random.random())
                 if wait is None:
                     raise
+                if isinstance(error, RateLimited):
+                    self._paused_until = max(self._paused_until, time.monotonic() + wait)
                 log.debug("retrying in %.2fs after %s", wait, type(error).__name__)
-                time.sleep(wait)
+                self._wait(call, wait)
                 attempt += 1
+
+    def _wait(self, call, seconds):
+        """Sleep before a try, within the call's deadline; a cancelled call stops at once."""
+        if call.deadline is not None:
+            seconds = min(seconds, call.deadline - time.monotonic())
+        if seconds > 0:
+            if call.stop is None:
+                time.sleep(seconds)
+            else:
+                call.stop.wait(seconds)
+        if call.stop is not None and call.stop.is_set():
+            raise _Cancelled()
 
     def _request(self, method, url, headers, call):
         """One request, following a few redirects; returns a 2xx response or raises.
@@ -1212,7 +1294,9 @@ class Client:
             if left <= 0:
                 raise _overtime(call)
             connect, read = min(connect, left), min(read, left)
-        watchdog = call.watchdog = _Watchdog(call.deadline)
+        watchdog = call.watchdog = _Watchdog(call.deadline, cancellable=call.stop is not None)
+        if call.stop is not None and call.stop.is_set():  # cancelled before the watchdog could say
+            raise _Cancelled()
         try:
             return self._answer(method, url, headers, call, connect, read)
         except BaseException:
@@ -1222,8 +1306,10 @@ class Client:
     def _answer(self, method, url, headers, call, connect, read):
         watchdog = call.watchdog
         seen = [url]
+        resent = False
         while True:
             log.debug("%s %s", method, _safe_url(url))
+            _inflight.reused = False
             try:
                 with watchdog.sending():
                     response = self.session.request(
@@ -1243,6 +1329,10 @@ class Client:
                         auth=_as_given if self._api_key else None,
                     )
             except _REQUEST_ERRORS as exc:
+                if not resent and not watchdog.fired and _stale(exc):
+                    log.debug("the server had closed the kept-alive connection: sending again")
+                    resent = True
+                    continue
                 error = _network_error(exc, url, connect, read, self._proxy_for(url))
                 late = call.deadline is not None and time.monotonic() >= call.deadline - 0.01
                 if watchdog.fired or isinstance(error, Timeout) and late:
@@ -1333,6 +1423,13 @@ class Client:
         error = cls(**{name: value for name, value in fields.items() if hasattr(cls, name)})
         if cls is UnknownModel:
             self._fill_models(error, call)
+            if call.model in (error.available or ()) and re.search(r"(?i)not loaded", message):
+                # Served, not loaded: llama.cpp's router with --no-models-autoload.
+                fields["hint"] = (
+                    "The server lists %r but has not loaded it: load it first (llama.cpp's router: "
+                    "POST /models/load, or start it without --no-models-autoload)." % call.model
+                )
+                error = BadRequest(**{name: value for name, value in fields.items() if hasattr(BadRequest, name)})
         return error
 
     def _models(self, call):
@@ -1391,6 +1488,8 @@ class Client:
                 info, "/api/v1/models", call, None, _from_lmstudio
             ):
                 info.server = "lmstudio"
+            elif self._read(info, "/v1/model/info", call, None, _from_litellm):
+                info.server = "litellm"  # its /v1/models looks like OpenAI's, headers and all
         if info.loaded is False:
             info.context_length = None  # a model not loaded has no window yet
         return info
@@ -1779,7 +1878,7 @@ class _Call:
 
     __slots__ = (
         "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings",
-        "watchdog", "tools", "params", "prompt_chars",
+        "watchdog", "tools", "params", "prompt_chars", "attempts", "stop",
     )
 
     def __init__(self, body, model, *, stream=False, images=False, timeout=_DEFAULT_TIMEOUT, limit=None):
@@ -1797,6 +1896,8 @@ class _Call:
         self.tools = ()  # the names of the tools sent
         self.params = frozenset()  # the names of the payload options the caller gave
         self.prompt_chars = 0  # characters of text in the messages
+        self.attempts = 0  # requests made, retries included
+        self.stop = None  # a threading.Event that cancels the call (batch())
 
 
 def _schema_format(schema, params):
@@ -1952,11 +2053,12 @@ class _Watchdog:
     connection can carry another request.
     """
 
-    def __init__(self, deadline):
+    def __init__(self, deadline, cancellable=False):
         self.conn = None  # the connection carrying the call's request
         self.fired = False
         self.lock = threading.Lock()
         self.timer = None
+        self.armed = cancellable or deadline is not None  # fire() may be called
         if deadline is not None:
             self.timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.fire)
             self.timer.daemon = True
@@ -1965,7 +2067,7 @@ class _Watchdog:
     @contextlib.contextmanager
     def sending(self):
         """While a request is sent from this thread, its connection finds the watchdog."""
-        if self.timer is None:
+        if not self.armed:
             yield
             return
         _inflight.watchdog = self
@@ -1981,6 +2083,7 @@ class _Watchdog:
     def disarm(self):
         if self.timer is not None:
             self.timer.cancel()
+        if self.armed:
             with self.lock:
                 self.conn = None
 
@@ -2000,15 +2103,23 @@ class _Watchdog:
 
 
 class _Watched:
-    """A connection that tells the watchdog of the request it carries."""
+    """A connection that tells the watchdog of the request it carries, and
+    counts the requests it carried since it connected."""
 
     watchdog = None
+    carried = 0
 
     def connect(self):
         self._carry()
         return super().connect()
 
+    def close(self):
+        self.carried = 0  # a new socket next time
+        return super().close()
+
     def putrequest(self, *args, **kwargs):
+        self.carried += 1
+        _inflight.reused = self.carried > 1  # read by _stale(): urllib3 closes a failed connection first
         self._carry()
         return super().putrequest(*args, **kwargs)
 
@@ -2016,6 +2127,20 @@ class _Watched:
         self.watchdog = getattr(_inflight, "watchdog", None)  # None: no deadline, or another thread's pool
         if self.watchdog is not None:
             self.watchdog.watch(self)
+
+
+def _stale(exc):
+    """Whether a request failed on a kept-alive connection that the server had
+    closed meanwhile, before any byte of an answer: it is sent again once.
+
+    A server may close an idle connection just as the next request goes out
+    on it (uvicorn, llama.cpp's router a few ms after an answer that said
+    keep-alive); the request never reached it, so sending it again on a new
+    connection is what browsers and curl do.
+    """
+    return getattr(_inflight, "reused", False) and _cause(
+        exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+    ) is not None
 
 
 class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
@@ -2739,7 +2864,7 @@ def _from_lmstudio(info, data):
 def _from_litellm(info, data):
     """LiteLLM proxy's /model/info: the first deployment of this model name."""
     for item in _dig(data, "data") or ():
-        if not isinstance(item, dict) or item.get("model_name") != info.id:
+        if not isinstance(item, dict) or item.get("model_name") != info.id or "litellm_params" not in item:
             continue
         details = item.get("model_info")
         if not isinstance(details, dict):
@@ -4006,6 +4131,332 @@ def _json_kind(value):
 
 
 
+# -- Internals: batches ------------------------------------------------------
+#
+# batch() keeps up to `workers` requests in flight on the client's pool and
+# yields in input order, reading the input only as far as that needs. With
+# an output file, each finished item is one line in the OpenAI Batch output
+# format (https://platform.openai.com/docs/guides/batch), appended whole,
+# flushed and synced before it counts as done; a rerun reads the file back
+# and sends only what is missing. Errors that would fail every item stop the
+# batch and are not recorded (a rerun sends those items again); any other
+# error is recorded for its item.
+
+_BATCH_AHEAD = 4  # items held ahead of the next one to yield, per worker
+_BATCH_URLS = {
+    "/v1/chat/completions": "chat", "/chat/completions": "chat",
+    "/v1/embeddings": "embeddings", "/embeddings": "embeddings",
+}
+# What would fail every item: the batch stops.
+_BATCH_STOPPERS = (ConnectionFailed, AuthenticationError, UnknownModel, EndpointNotFound, ConfigurationError)
+# Per-call options that are no payload, and what a batch cannot do per item.
+_BATCH_REFUSED = ("schema", "validate", "reask", "stream", "images")
+
+
+class _Batch:
+    """One run of Client.batch()."""
+
+    def __init__(self, client, workers, output, model, timeout, stream_timeout, retry_errors, params):
+        self.client = client
+        self.workers = _count("workers", workers, 1)
+        self.model = model
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        for name in _BATCH_REFUSED:
+            if name in params:
+                raise ConfigurationError("batch() takes no %s=: each item is one plain request" % name)
+        _check_params(params)
+        self.params = params
+        self.stop = threading.Event()  # set to cancel the calls in flight
+        self.lock = threading.Lock()  # the output file, and the calls in flight
+        self.calls = set()
+        self.path = None if output is None else os.fspath(output)
+        self.done = {}  # custom_id -> (offset, length) of its line in the output file
+        self.file = None
+        if self.path is not None:
+            self.resume(retry_errors)
+
+    def run(self, items):
+        if isinstance(items, (list, tuple)):  # known whole: duplicates are said before anything is sent
+            seen = set()
+            for index, item in enumerate(items):
+                custom_id = _item_id(item, index)
+                if custom_id in seen:
+                    raise ConfigurationError("the custom_id %r is in the input twice (item %d)" % (custom_id, index))
+                seen.add(custom_id)
+        if self.path is not None:
+            self.file = open(self.path, "ab")
+        return self.results(items)
+
+    def results(self, items):
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bor-batch")
+        window = collections.deque()  # [index, custom_id, a Future or the BatchItem]
+        flying = set()
+        seen = set()
+        source = enumerate(items)
+        exhausted, failure, finished = False, None, False
+        try:
+            while True:
+                while not exhausted and failure is None and len(flying) < self.workers and (
+                    len(window) < self.workers * _BATCH_AHEAD
+                ):
+                    try:
+                        index, item = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    try:
+                        custom_id, kind, body = _batch_request(item, index, self.model, self.params)
+                        if custom_id in seen:
+                            raise ConfigurationError("the custom_id %r is in the input twice (item %d)"
+                                                     % (custom_id, index))
+                    except ConfigurationError as exc:
+                        failure = exc
+                        break
+                    seen.add(custom_id)
+                    if custom_id in self.done:
+                        window.append([index, custom_id, self.recorded(index, custom_id)])
+                        continue
+                    future = pool.submit(self.send, index, custom_id, kind, body)
+                    flying.add(future)
+                    window.append([index, custom_id, future])
+                while window and (isinstance(window[0][2], BatchItem) or window[0][2].done()):
+                    entry = window.popleft()
+                    flying.discard(entry[2])
+                    item = entry[2] if isinstance(entry[2], BatchItem) else entry[2].result()
+                    if isinstance(item.error, _BATCH_STOPPERS) and failure is None:
+                        failure = item.error
+                    if failure is None:
+                        yield item
+                if failure is not None and not flying:
+                    raise failure
+                if not window and exhausted:
+                    finished = True
+                    return
+                if flying:
+                    done, _ = wait(flying, return_when=FIRST_COMPLETED)
+                    flying -= done
+                    for future in done:
+                        item = future.result()
+                        if isinstance(item.error, _BATCH_STOPPERS) and failure is None:
+                            failure = item.error  # no new item starts; those in flight finish
+        finally:
+            if not finished and failure is None:  # Ctrl-C, or the caller left the loop
+                self.cancel()
+            pool.shutdown(wait=True)
+            if self.file is not None:
+                self.file.close()
+
+    def cancel(self):
+        """Stop the calls in flight: their sockets are shut, their waits end."""
+        self.stop.set()
+        with self.lock:
+            calls = list(self.calls)
+        for call in calls:
+            if call.watchdog is not None:
+                call.watchdog.fire()
+
+    def send(self, index, custom_id, kind, body):
+        """Run one item (in a worker); record it unless it stops the batch."""
+        start = time.monotonic()
+        item = BatchItem(index, custom_id)
+        call = None
+        try:
+            if kind == "chat":
+                model = body.pop("model", None) or self.model
+                messages = body.pop("messages")
+                call = self.client._call(messages, model, None, body, False, self.timeout, self.stream_timeout)
+                call.stop = self.stop
+                with self.lock:
+                    self.calls.add(call)
+                item.result = self.client._chat(call)
+                record = {"status_code": 200, "request_id": None, "body": item.result.raw}
+            else:
+                inputs = body.get("input")
+                body.setdefault("model", self.model or self.client.model)
+                call = _Call(_dumps(body).encode("utf-8"), body["model"], timeout=self.client._timeout(self.timeout),
+                             limit=self.client._limit(self.stream_timeout))
+                call.embeddings, call.stop = True, self.stop
+                with self.lock:
+                    self.calls.add(call)
+                item.result, data = self.client._embed(call, len(inputs) if isinstance(inputs, list) else 1)
+                record = {"status_code": 200, "request_id": None, "body": data}
+            error = None
+        except _Cancelled:
+            return item
+        except OpenAICompatError as exc:
+            item.error = exc
+            if self.stop.is_set() or isinstance(exc, _BATCH_STOPPERS):
+                return item  # cancelled by us, or failing every item: a rerun sends it again
+            record, error = _error_record(exc)
+        finally:
+            if call is not None:
+                with self.lock:
+                    self.calls.discard(call)
+                item.attempts = call.attempts
+            item.elapsed = time.monotonic() - start
+        if self.file is not None:
+            self.write({"id": "batch_req_" + os.urandom(12).hex(), "custom_id": custom_id, "response": record,
+                        "error": error})
+        return item
+
+    def write(self, record):
+        line = (_dumps(record) + "\n").encode("utf-8")
+        with self.lock:
+            self.file.write(line)
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def resume(self, retry_errors):
+        """Read what an earlier run left in the output file; drop a torn last line."""
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigurationError("cannot read the output file %r: %s" % (self.path, exc.strerror)) from None
+        whole = data.rfind(b"\n") + 1  # past it: a line cut by a crash while it was written
+        failed, offset = set(), 0
+        for number, line in enumerate(data[:whole].split(b"\n")[:-1], 1):
+            try:
+                record = _loads(line)
+                custom_id = record["custom_id"]
+                if not isinstance(custom_id, str):
+                    raise TypeError
+            except (ValueError, TypeError, LookupError):
+                raise ConfigurationError(
+                    "line %d of %r is not a line of a batch output: give another output file" % (number, self.path)
+                ) from None
+            if custom_id in self.done:
+                raise ConfigurationError("the custom_id %r is in %r twice" % (custom_id, self.path))
+            self.done[custom_id] = (offset, len(line))
+            if _is_failure(record):
+                failed.add(custom_id)
+            offset += len(line) + 1
+        if whole < len(data):
+            log.debug("dropping a torn last line of %s", self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(whole)
+                os.fsync(f.fileno())
+        if retry_errors and failed:
+            self.rewrite(data[:whole], failed)
+
+    def rewrite(self, data, failed):
+        """The output without the lines of failed items, swapped in atomically."""
+        kept, self.done, offset = [], {}, 0
+        for line in data.split(b"\n")[:-1]:
+            custom_id = _loads(line)["custom_id"]
+            if custom_id not in failed:
+                kept.append(line + b"\n")
+                self.done[custom_id] = (offset, len(line))
+                offset += len(line) + 1
+        temporary = self.path + ".tmp"
+        with open(temporary, "wb") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path)
+        folder = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def recorded(self, index, custom_id):
+        """The BatchItem of an item finished by an earlier run, read back from the file."""
+        offset, length = self.done[custom_id]
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            record = _loads(f.read(length))
+        item = BatchItem(index, custom_id)
+        response, error = record.get("response"), record.get("error")
+        body = _dig(response, "body")
+        status = _dig(response, "status_code")
+        if isinstance(error, dict):
+            cls = globals().get(str(error.get("code")))
+            cls = cls if isinstance(cls, type) and issubclass(cls, OpenAICompatError) else OpenAICompatError
+            item.error = cls(str(error.get("message", "")))
+        elif status != 200:
+            call = _Call(None, _dig(body, "model"))
+            item.error = self.client._error(status, body, call, "the output file %s" % self.path)
+        elif isinstance(_dig(body, "data"), list):
+            item.result = _embeddings(body, len(body["data"]), self.path)
+        else:
+            item.result = _parse_completion(body, _Recorded(self.path), None)
+        return item
+
+
+class _Recorded:
+    """Where an answer read back from an output file came from, for messages."""
+
+    status_code = 200
+
+    def __init__(self, path):
+        self.url = path
+
+
+def _item_id(item, index):
+    custom_id = item.get("custom_id") if isinstance(item, dict) else None
+    return custom_id if isinstance(custom_id, str) else "item-%d" % index
+
+
+def _batch_request(item, index, model, params):
+    """(custom_id, "chat" or "embeddings", the body) of one input item."""
+    custom_id = _item_id(item, index)
+    if isinstance(item, str):
+        body = {"messages": [{"role": "user", "content": item}]}
+        kind = "chat"
+    elif isinstance(item, list):
+        body, kind = {"messages": item}, "chat"
+    elif isinstance(item, dict) and ("body" in item or "url" in item):
+        if str(item.get("method", "POST")).upper() != "POST" or item.get("url") not in _BATCH_URLS:
+            raise ConfigurationError(
+                "item %d (%s) asks for %s %s: a batch sends POST /v1/chat/completions or /v1/embeddings"
+                % (index, custom_id, item.get("method", "POST"), item.get("url"))
+            )
+        if not isinstance(item.get("body"), dict):
+            raise ConfigurationError("item %d (%s) has no body object" % (index, custom_id))
+        body, kind = dict(item["body"]), _BATCH_URLS[item["url"]]
+    elif isinstance(item, dict) and ("messages" in item or "prompt" in item):
+        body = {key: value for key, value in item.items() if key not in ("custom_id", "prompt")}
+        if "prompt" in item:
+            body["messages"] = [{"role": "user", "content": item["prompt"]}]
+        kind = "chat"
+    else:
+        raise ConfigurationError(
+            "item %d is not a prompt, a list of messages or a request in the OpenAI Batch format: %s"
+            % (index, _finish(repr(item), _EXCERPT_LIMIT))
+        )
+    if kind == "chat" and not isinstance(body.get("messages"), (str, list)):
+        raise ConfigurationError("item %d (%s) has no messages" % (index, custom_id))
+    for name, value in params.items():
+        body.setdefault(name, value)
+    if model and "model" not in body:
+        body["model"] = model
+    for name in _BATCH_REFUSED:
+        if name in body:
+            raise ConfigurationError("item %d (%s) asks for %s, which a batch does not do" % (index, custom_id, name))
+    return custom_id, kind, body
+
+
+def _error_record(exc):
+    """(response, error) of the output line of an item that failed: an HTTP
+    error answer goes in ``response``, a failure without one in ``error``."""
+    status = getattr(exc, "status_code", None)
+    if status:
+        return {"status_code": status, "request_id": None, "body": exc.body}, None
+    return None, {"code": type(exc).__name__.replace("MidStream", "").lstrip("_"), "message": str(exc)}
+
+
+def _is_failure(record):
+    status = _dig(record, "response", "status_code")
+    return bool(record.get("error")) or not isinstance(status, int) or status >= 400
+
+
+
 # -- Internals: images -------------------------------------------------------
 
 _SIGNATURES = (
@@ -4208,6 +4659,7 @@ _EXIT_CODES = (
     (InvalidResponse, 8),
     (APIError, 7),
 )
+_EXIT_SOME_FAILED = 9  # a batch that finished with items failed (or input lines refused)
 _EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
 _EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat` reports when `head` stops reading
 
@@ -4249,6 +4701,8 @@ def main(argv: list | None = None) -> int:
             client = Client(
                 args.base_url, args.api_key, args.model, timeout=args.timeout, stream_timeout=args.stream_timeout
             )
+            if args.command == "batch":
+                return _cli_batch(client, args, err)
             if args.command == "models":
                 if args.long:
                     return _cli_models_long(client, out)
@@ -4318,6 +4772,13 @@ def _parse_args(argv):
     models = commands.add_parser("models", parents=[common], help="list the models the endpoint serves")
     models.add_argument("--long", action="store_true",
                         help="with each model's context window, vision, tools and whether it is loaded")
+    batch = commands.add_parser("batch", parents=[common], help="run a JSONL file of requests, resumably")
+    batch.add_argument("input", help="JSONL: OpenAI Batch requests, objects with messages or prompt, or JSON "
+                                     "strings; - reads stdin")
+    batch.add_argument("-o", "--output", required=True,
+                       help="the JSONL file of results (OpenAI Batch output); run again to resume")
+    batch.add_argument("--workers", type=int, default=4, help="requests at once (default 4)")
+    batch.add_argument("--retry-errors", action="store_true", help="send again the items recorded as errors")
     doctor = commands.add_parser("doctor", parents=[common], help="check the set-up step by step")
     doctor.add_argument("--vision", action="store_true", help="also check that an image is accepted")
     args = parser.parse_args(argv)
@@ -4340,6 +4801,110 @@ def _cli_models_long(client, out):
     for row in rows:
         out.line("%-*s  %-15s %-7s %-6s %s" % ((width,) + row))
     return 0
+
+
+def _cli_batch(client, args, err):
+    """The batch command: a JSONL file through Client.batch(), with progress on a terminal."""
+    if args.input == "-":
+        if sys.stdin is None:
+            raise ConfigurationError("no input: give a file, or - with the lines on stdin")
+        source, total = sys.stdin.buffer, None
+    else:
+        total = _batch_file_check(args.input)
+        try:
+            source = open(args.input, "rb")
+        except OSError as exc:
+            raise ConfigurationError("cannot read %s: %s" % (args.input, exc.strerror)) from None
+    counts = {"done": 0, "failed": 0, "earlier": 0, "bad": 0}
+    start, shown = time.monotonic(), 0.0
+
+    def lines():
+        for number, raw in enumerate(source, 1):
+            item = _batch_line(raw, number)
+            if item is None:
+                continue
+            if isinstance(item, str):  # why the line is refused
+                counts["bad"] += 1
+                err.line("line %d: %s; it is not sent" % (number, item))
+                continue
+            yield item
+
+    def progress(final=False):
+        elapsed = max(time.monotonic() - start, 1e-9)
+        rate = (counts["done"] - counts["earlier"]) / elapsed
+        text = "%d%s done, %d failed" % (counts["done"], "/%d" % total if total else "", counts["failed"])
+        if counts["earlier"]:
+            text += " (%d from an earlier run)" % counts["earlier"]
+        if counts["bad"]:
+            text += ", %d bad lines" % counts["bad"]
+        text += ", %.1f/s" % rate
+        if total and rate > 0 and not final:
+            text += ", %ds left" % ((total - counts["done"]) / rate)
+        return text + (" in %.1fs" % elapsed if final else "")
+
+    try:
+        with source:
+            batch = client.batch(lines(), workers=_count("--workers", args.workers, 1), output=args.output,
+                                 retry_errors=args.retry_errors)
+            for item in batch:
+                counts["done"] += 1
+                counts["failed"] += item.error is not None
+                counts["earlier"] += item.attempts == 0
+                if err.tty and time.monotonic() - shown > 0.2:
+                    shown = time.monotonic()
+                    err.write("\r\x1b[K" + progress())
+    finally:
+        if err.tty:
+            err.write("\r\x1b[K")
+            err.at_line_start = True
+        err.line(progress(final=True))
+    return _EXIT_SOME_FAILED if counts["failed"] or counts["bad"] else 0
+
+
+def _batch_line(raw, number):
+    """The batch item of one input line, None for a blank one, or a str saying why it is refused.
+
+    An item without a custom_id gets ``line-<number>``: stable when lines
+    before it are fixed or removed, so that a rerun resumes.
+    """
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    if not text:
+        return None
+    try:
+        item = _loads(text)
+    except ValueError as exc:
+        return "not JSON (%s)" % exc
+    if isinstance(item, str):
+        item = {"prompt": item}
+    if not isinstance(item, dict):
+        return "a JSON %s, not a request, an object with messages or prompt, or a string" % type(item).__name__
+    item.setdefault("custom_id", "line-%d" % number)
+    try:
+        _batch_request(item, number, None, {})
+    except ConfigurationError as exc:
+        return exc.detail.replace("item %d " % number, "it ", 1)
+    return item
+
+
+def _batch_file_check(path):
+    """The number of lines to run in a batch input file; a custom_id twice is said before anything is sent."""
+    seen, count = set(), 0
+    try:
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                item = _batch_line(raw, number)
+                if isinstance(item, dict):
+                    count += 1
+                    if item["custom_id"] in seen:
+                        raise ConfigurationError("%s: line %d has the custom_id %r of an earlier line"
+                                                 % (path, number, item["custom_id"]))
+                    seen.add(item["custom_id"])
+    except OSError as exc:
+        raise ConfigurationError("cannot read %s: %s" % (path, exc.strerror)) from None
+    return count
 
 
 def _window(info):

@@ -29,7 +29,8 @@ def test_doctor_on_a_healthy_server(server, capsys):
     code, out, err = run(capsys, "doctor", "--base-url", server.url, "--api-key", server.key, "--model", server.model)
     lines = out.splitlines()
     assert code == 0, out + err
-    assert all(line.startswith("✓") for line in lines) and len(lines) == 7, out
+    assert all(line.startswith("✓") for line in lines) and len(lines) == 8, out
+    assert " says: context window " in lines[-1]
 
 
 def test_doctor_refused_port(capsys):
@@ -53,7 +54,10 @@ def test_doctor_unknown_model(server, capsys):
 def test_doctor_vision_on_a_text_model(llama_server, capsys):
     code, out, _ = run(capsys, "doctor", "--base-url", llama_server.url, "--api-key", llama_server.key,
                        "--model", "tiny-chat", "--vision")
-    assert code == 1 and "✗ images are refused" in out and "image input is not supported" in out
+    # doctor read model_info first: the router lists only text as the model's input
+    # (server-models.cpp, architecture.input_modalities), so no image is even sent.
+    assert code == 1 and "✗ images are refused" in out
+    assert "model 'tiny-chat' does not take images, as llama.cpp says" in out and "nothing was sent" in out
 
 
 def test_chat_and_models(server, capsys):

@@ -65,12 +65,15 @@ def test_think_tags_split_a_stream_token_by_token(request, server):
 # -- JSON answers --------------------------------------------------------------
 
 
-def test_llama_cpp_python_rejects_json_schema_with_the_json_object_hint(lcp):
-    with pytest.raises(boc.BadRequest) as info:
-        lcp.chat("Hi", schema=SCHEMA, max_tokens=32)
-    assert info.value.status_code == 500  # a validation error: not retried
-    assert "json_object" in info.value.message
-    assert 'response_format={"type": "json_object"}' in str(info.value)
+def test_llama_cpp_python_takes_a_schema_down_the_ladder(lcp):
+    # llama_cpp/llama_types.py: response_format.type is Literal["text", "json_object"]:
+    # json_schema is a 500 validation error, json_object + "schema" a grammar.
+    result = lcp.chat("Hi", schema=SCHEMA, max_tokens=48)
+    assert result.schema_mode == "json_object"
+    jsonschema.validate(result.parsed, SCHEMA)
+    # Learned: the next call asks with json_object at once.
+    assert lcp._json_modes[lcp.model] == "json_object"
+    assert lcp.chat("Hi", schema=SCHEMA, max_tokens=48).schema_mode == "json_object"
 
 
 def test_llama_cpp_python_enforces_a_json_object_schema(lcp):
@@ -96,13 +99,18 @@ def test_llama_cpp_cannot_start_the_grammar_after_a_space_prefix(llama, response
     # llama.cpp feeds it that prompt's tokens, and this tokenizer adds a "▁"
     # after <|im_start|>. The grammar refuses it; llama.cpp rethrows the error
     # as a bare std::exception, hence the words of the message.
-    options = {"schema": SCHEMA} if response_format is None else {"response_format": response_format}
+    if response_format is None:
+        # schema=: both response_format rungs are refused so, and the ladder
+        # asks with the schema in the prompt, which this random model ignores
+        # until max_tokens cuts it: a cut answer is not asked for again.
+        with pytest.raises(boc.InvalidJSON, match="cut at max_tokens") as info:
+            llama.chat("Hi", max_tokens=32, schema=SCHEMA)
+        assert info.value.partial.schema_mode == "prompt" and len(info.value.attempts) == 1
+        return
     with pytest.raises(boc.BadRequest) as info:
-        llama.chat("Hi", max_tokens=32, **options)
+        llama.chat("Hi", max_tokens=32, response_format=response_format)
     assert info.value.status_code == 400
     assert "Failed to initialize samplers" in info.value.message
-    if response_format is None:
-        assert "does not support JSON schemas" in str(info.value)
 
 
 # -- Embeddings ----------------------------------------------------------------
