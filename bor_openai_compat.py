@@ -1076,7 +1076,9 @@ class Client:
             known = self._infos.get(model)
             if known is not None:
                 return known
-        call = _Call(None, model, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
+        # The listing is models()'s own call: its failures are the same (a 500 that
+        # names "model" is no UnknownModel here).
+        call = _Call(None, None, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
         info = self._read_info(model, self._listing(call), call)
         with self._infos_lock:
             self._infos[model] = info
@@ -1516,7 +1518,12 @@ class Client:
                 raise _overtime(call) from exc
             log.debug("%s says nothing of %r: %s", path, info.id, type(exc).__name__)
             return False
-        if not reader(info, data):
+        try:
+            said = reader(info, data)
+        except (TypeError, AttributeError, LookupError, ValueError) as exc:  # a shape no reader foresaw
+            log.debug("%s answered an odd shape: %s", path, exc)
+            said = False
+        if not said:
             return False
         info.sources.append(path)
         info.raw[path] = data
@@ -2837,7 +2844,8 @@ def _from_ollama_ps(info, ps):
 def _from_lmstudio(info, data):
     """LM Studio's /api/v0/models (``data``, ``id``) or /api/v1/models (``models``, ``key``)."""
     v0 = isinstance(_dig(data, "data"), list)
-    for item in _dig(data, "data" if v0 else "models") or ():
+    items = _dig(data, "data" if v0 else "models")
+    for item in items if isinstance(items, list) else ():
         if not isinstance(item, dict) or info.id not in (item.get("id"), item.get("key")):
             continue
         kind = item.get("type")
@@ -2863,7 +2871,8 @@ def _from_lmstudio(info, data):
 
 def _from_litellm(info, data):
     """LiteLLM proxy's /model/info: the first deployment of this model name."""
-    for item in _dig(data, "data") or ():
+    items = _dig(data, "data")
+    for item in items if isinstance(items, list) else ():
         if not isinstance(item, dict) or item.get("model_name") != info.id or "litellm_params" not in item:
             continue
         details = item.get("model_info")
@@ -2927,7 +2936,8 @@ _SERVER_WORDINGS = (
 # endpoints found that support tool use".
 _TOOLS_REFUSED = (
     r"(?i)does not support tools|tool.choice requires --enable-auto-tool-choice|(tools|tool_choice) param "
-    r"requires --jinja|support tool use|(tools|function calling|tool calls?) (is |are )?not supported"
+    r"requires --jinja|support tool use|support the provided 'tool_choice'|"
+    r"(tools|function calling|tool calls?) (is |are )?not supported"
 )
 # Ollama's /v1: "invalid image input" (not a JPEG, PNG or WebP data URL), "image
 # URLs are not currently supported, please use base64 encoded data instead".

@@ -566,7 +566,7 @@ def test_litellm_model_info_useless(mocked, client, answer):
 def test_litellm_model_info_without_this_model(mocked, client):
     mocked.get(BASE + "/models", headers={"x-litellm-version": "1.110.2"},
                json=listing({"id": "my-llm", "object": "model", "owned_by": "openai"}))
-    mocked.get(BASE + "/model/info", json={"data": [{"model_name": "other", "model_info": {"max_input_tokens": 9}}]})
+    mocked.get(BASE + "/model/info", json={"data": [{"model_name": "other", "litellm_params": {}, "model_info": {"max_input_tokens": 9}}]})
     info = client.model_info("my-llm")
     assert fields(info) == expect("litellm") and info.sources == ["/models"]
 
@@ -709,7 +709,7 @@ def test_query_kept_on_every_native_path(mocked):
     assert info.server == "ollama"
     mocked.reset()
     mocked.get(BASE + "/models" + q, headers={"x-litellm-version": "1"}, json=listing({"id": "l"}))
-    mocked.get(BASE + "/model/info" + q, json={"data": [{"model_name": "l", "model_info": {"max_tokens": 7}}]})
+    mocked.get(BASE + "/model/info" + q, json={"data": [{"model_name": "l", "litellm_params": {}, "model_info": {"max_tokens": 7}}]})
     with boc.Client(BASE + q, max_retries=0) as c:
         assert c.model_info("l").context_length == 7
     assert sent(mocked)[-1] == ("GET", BASE + "/model/info" + q)
