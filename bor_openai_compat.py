@@ -1860,6 +1860,7 @@ def _host_port(url):
     return parts.host or "", port
 
 
+@functools.lru_cache(maxsize=64)  # asked for every request, of a few URLs
 def _is_loopback(url):
     """Whether a URL names this machine: ``localhost`` (and ``*.localhost``, RFC 6761)
     or a loopback address in any form the resolver takes (``127.1``, ``::ffff:127.0.0.1``)."""
