@@ -1472,7 +1472,8 @@ class Client:
                 available=_scrub_value(ids),
                 suggestion=_closest(model, ids),
             )
-        info = ModelInfo(model, server=_server_of(headers, entry), sources=["/models"], raw={"/models": entry})
+        info = ModelInfo(model, server=_server_of(headers, entry), sources=["/models"],
+                         raw={"/models": _scrub_value(entry)})
         _from_models_item(info, entry)
         if info.server == "llama.cpp":
             if isinstance(_dig(entry, "status", "value"), str):  # router mode: /props?model= would load it
@@ -1526,7 +1527,7 @@ class Client:
         if not said:
             return False
         info.sources.append(path)
-        info.raw[path] = data
+        info.raw[path] = _scrub_value(data)
         return True
 
     def _completion(self, response, body, call):
@@ -5291,6 +5292,10 @@ class _Doctor:
         """What the server says of the model, and a fix for a window left at a small default."""
         try:
             info = client.model_info()
+        except UnknownModel:  # served, but not listed: nothing to read
+            self.out.line("%s the server lists nothing about %r (it is not in GET /models)" % (
+                self.note, client.model))
+            return True
         except OpenAICompatError as exc:
             return self.say(False, "what the server says of the model could not be read: %s" % exc)
         self.say(True, "%s says: context window %s (now/most), vision %s, tools %s, reasoning %s, loaded %s" % (

@@ -470,3 +470,50 @@ def test_closed_stdin_or_stdout_end_without_a_traceback(mocked, env, capsys, mon
     mocked.get(BASE + "/models", json={"data": [{"id": "m"}]})
     monkeypatch.setattr(sys, "stdout", None)
     assert boc.main(["models"]) == 0
+
+
+def test_doctor_on_a_model_served_but_not_listed_passes_with_a_note(mocked, env, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_MODEL", "llama3")  # Ollama serves "llama3" as "llama3:latest"
+    mocked.get(BASE + "/models", json=MODELS)
+    mocked.post(URL, json=completion("OK"))
+    mocked.post(URL, body=text_stream("1"), content_type="text/event-stream")
+    code, out, _ = run(capsys, "doctor")
+    assert code == 0, out
+    assert out.splitlines()[-1] == "! the server lists nothing about 'llama3' (it is not in GET /models)"
+
+
+def test_doctor_says_the_window_is_a_small_default(mocked, env, capsys):
+    # Ollama with its 4096 default for a model trained for 131072
+    # (ollama/ollama@fb307609: /api/ps context_length, /api/show model_info).
+    mocked.get(BASE + "/models", json={"object": "list", "data": [
+        {"id": "llama3:latest", "object": "model", "created": 1, "owned_by": "library"}]})
+    mocked.post(URL, json=completion("OK"))
+    mocked.post(URL, body=text_stream("1"), content_type="text/event-stream")
+    mocked.post("http://api.test/api/show", json={
+        "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+        "capabilities": ["completion", "tools"]})
+    mocked.get("http://api.test/api/ps", json={"models": [{"name": "llama3:latest", "context_length": 4096}]})
+    code, out, _ = run(capsys, "doctor")
+    lines = out.splitlines()
+    assert code == 0, out
+    assert lines[-2] == ("✓ ollama says: context window 4096/131072 (now/most), vision no, tools yes, "
+                         "reasoning no, loaded yes")
+    assert lines[-1].startswith("! the window is 4096 tokens, a server default far below the 131072")
+    assert "OLLAMA_CONTEXT_LENGTH" in lines[-1]
+
+
+def test_models_long_loads_nothing(mocked, env, capsys):
+    mocked.get(BASE + "/models", json={"object": "list", "data": [
+        {"id": "llama3:latest", "owned_by": "library"}, {"id": "llava:7b", "owned_by": "library"}]})
+    mocked.post("http://api.test/api/show", json={
+        "model_info": {"general.architecture": "llama", "llama.context_length": 8192}, "capabilities": ["completion"]})
+    mocked.get("http://api.test/api/ps", json={"models": [{"name": "llama3:latest", "context_length": 2048}]})
+    code, out, _ = run(capsys, "models", "--long")
+    assert code == 0
+    assert out.splitlines() == [
+        "MODEL          CONTEXT         VISION  TOOLS  LOADED",
+        "llama3:latest  2048/8192       no      no     yes",
+        "llava:7b       -/8192          no      no     no",
+    ]
+    assert {c.request.method for c in mocked.calls} == {"GET", "POST"}
+    assert not [c for c in mocked.calls if "chat" in c.request.url or "load" in c.request.url]
