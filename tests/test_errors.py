@@ -280,3 +280,16 @@ def test_a_missing_path_under_a_base_url_with_a_query_is_advised_rightly(mocked)
         boc.Client(base, model="m", max_retries=0).chat("Hi")
     assert "api-version=2024-10-21/v1" not in str(info.value)
     assert "Check the base URL" in str(info.value)
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["in-a-container", "on-the-host"])
+def test_a_refused_loopback_port_in_a_container_suggests_the_host(monkeypatch, inside):
+    # Inside a container, localhost is the container itself: a server on the
+    # host is at host.docker.internal (issue 18).
+    monkeypatch.setattr(boc, "_in_container", lambda: inside)
+    port = free_port()
+    with pytest.raises(boc.ConnectionRefused) as info:
+        boc.Client("http://localhost:%d/v1" % port, model="m", max_retries=0).chat("Hi")
+    hint = "try http://host.docker.internal:%d" % port
+    assert (hint in str(info.value)) is inside
+    assert "the local server isn't running" in str(info.value)

@@ -84,9 +84,23 @@ def test_llama_cpp_python_enforces_a_json_object_schema(lcp):
 def test_llama_cpp_enforces_the_schema_with_a_plain_tokenizer(llama_plain_server):
     with boc.Client(llama_plain_server.url, model="tiny-plain", max_retries=0) as client:
         result = client.chat("Hi", schema=SCHEMA, max_tokens=48)
-        jsonschema.validate(result.json(), SCHEMA)
+        assert result.schema_mode == "json_schema"
+        jsonschema.validate(result.parsed, SCHEMA)
         with client.stream("Hi", schema=SCHEMA, max_tokens=48) as stream:
-            jsonschema.validate(stream.result.json(), SCHEMA)
+            jsonschema.validate(stream.result.parsed, SCHEMA)
+            assert stream.result.schema_mode == "json_schema"
+
+
+def test_litellm_takes_a_schema_and_answers_prose(litellm_server):
+    # A mocked LiteLLM deployment accepts response_format and answers its fixed
+    # text: the client asks again once, and says the server ignored the schema.
+    with boc.Client(litellm_server.url, api_key=litellm_server.key, model="mock-gpt", max_retries=0) as client:
+        with pytest.raises(boc.InvalidJSON, match="not JSON") as info:
+            client.chat("Hi", schema=SCHEMA)
+    error = info.value
+    assert error.attempts == ["Hello from the LiteLLM mock, streamed in pieces."] * 2
+    assert error.partial.schema_mode == "json_schema"
+    assert any("ignored the schema" in warning for warning in error.partial.warnings)
 
 
 @pytest.mark.parametrize(
