@@ -4287,7 +4287,10 @@ class _Batch:
                 record = {"status_code": 200, "request_id": None, "body": item.result.raw}
             else:
                 inputs = body.get("input")
-                body.setdefault("model", self.model or self.client.model)
+                body["model"] = body.get("model") or self.model or self.client.model
+                if not body["model"]:
+                    raise ConfigurationError("no model given: pass model= to Client() or to batch(), or set OPENAI_MODEL")
+                _check_params(body)
                 call = _Call(_dumps(body).encode("utf-8"), body["model"], timeout=self.client._timeout(self.timeout),
                              limit=self.client._limit(self.stream_timeout))
                 call.embeddings, call.stop = True, self.stop
