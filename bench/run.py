@@ -2,14 +2,23 @@
 
     python bench/run.py            # the full run (a few minutes)
     python bench/run.py --quick    # a small run, to check the harness
+    python bench/run.py --batch    # only the batch workloads (issue 20)
 
 A server process of its own (bench/server.py) sends canned bytes on
 127.0.0.1, so the server costs the same for every client. The baseline is the
 least a Python client can do with the same parts: requests, sseclient-py and
 json.loads per event. CPU figures are the least of several runs taken in turns;
 the others the median of several repetitions.
+
+The batch workloads compare ``Client.batch()`` with the least a script can
+do instead: a ``ThreadPoolExecutor`` of as many workers, each posting on one
+shared ``requests.Session`` (given a pool of as many connections, so that it
+does not reconnect) and decoding the JSON answer. With a llama-server at hand
+(``$LLAMA_SERVER``, or the build cache of ``.ci/build-llama-server``) and the
+``gguf`` package, they also run a batch against a real one with ``--parallel 4``.
 """
 import argparse
+import glob
 import importlib.util
 import json
 import os
@@ -22,6 +31,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -118,6 +128,165 @@ def round_trips(kind, base, n):
     return n / (time.perf_counter() - start)
 
 
+# -- Batches (issue 20) ------------------------------------------------------
+
+
+def batch_ours(base, prompts, workers, output=None):
+    client = boc.Client(base, model="m", max_retries=0)
+    n = 0
+    for item in client.batch(prompts, workers=workers, output=output, max_tokens=4):
+        if item.error is not None:
+            raise item.error
+        n += 1
+    client.close()
+    return n
+
+
+def batch_bare(base, prompts, workers):
+    """The same requests from a bare thread pool: what a script writes by hand."""
+    url = base + "/chat/completions"
+    with requests.Session() as session, ThreadPoolExecutor(workers) as pool:
+        # requests keeps 10 connections per host: with more threads it would
+        # reconnect for every request past the tenth.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(workers, 10))
+        session.mount("http://", adapter)
+
+        def one(prompt):
+            response = session.post(url, json={"model": "m", "messages": [{"role": "user", "content": prompt}],
+                                               "max_tokens": 4})
+            response.raise_for_status()
+            return response.json()["choices"][0]["message"]["content"]
+
+        return sum(1 for _ in pool.map(one, prompts))
+
+
+BATCHERS = {"bor_openai_compat": batch_ours, "baseline": batch_bare}
+
+
+def wall_and_cpu(fn, *args):
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def batch_figures(base, n, workers, reps):
+    """(median wall seconds, least CPU seconds) of each client, taken in turns."""
+    prompts = ["Item %d" % i for i in range(n)]
+    walls, cpus = {k: [] for k in BATCHERS}, {k: [] for k in BATCHERS}
+    for _ in range(reps):
+        for kind, fn in BATCHERS.items():
+            wall, cpu = wall_and_cpu(fn, base, prompts, workers)
+            walls[kind].append(wall)
+            cpus[kind].append(cpu)
+    return {k: statistics.median(v) for k, v in walls.items()}, {k: min(v) for k, v in cpus.items()}
+
+
+def llama_server_binary():
+    path = os.environ.get("LLAMA_SERVER")
+    if path and os.access(path, os.X_OK):
+        return path
+    cache = os.environ.get("BOR_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bor-openai-compat")
+    found = sorted(glob.glob(os.path.join(cache, "llama-server-*", "bin", "llama-server")))
+    return found[-1] if found else None
+
+
+def start_llama(binary, model, parallel):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "--no-webui", "-c", str(256 * parallel),
+         "-t", "1", "-np", str(parallel)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    end = time.monotonic() + 60
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            if requests.get("http://127.0.0.1:%d/health" % port, timeout=2).status_code == 200:
+                return proc, "http://127.0.0.1:%d/v1" % port
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("llama-server did not start")
+
+
+def llama_parallel(n, reps, tokens):
+    """Median wall seconds of a batch of ``n`` items at workers 1 and 4 against
+    llama-server --parallel 4 serving a tiny model, or a reason why not."""
+    binary = llama_server_binary()
+    if not binary:
+        return "no llama-server (run .ci/build-llama-server or set LLAMA_SERVER)"
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    try:
+        from tinymodel import write_model
+    except ImportError as exc:
+        return "the tiny model needs %s (pip install '.[integration]')" % exc.name
+    with tempfile.TemporaryDirectory() as tmp:
+        model = write_model(os.path.join(tmp, "tiny.gguf"), seed=1)
+        proc, base = start_llama(binary, model, 4)
+        try:
+            client = boc.Client(base, model="tiny", max_retries=0)
+            prompts = ["Write item %d." % i for i in range(n)]
+
+            def run(workers):
+                start = time.perf_counter()
+                for item in client.batch(prompts, workers=workers, max_tokens=tokens):
+                    if item.error is not None:
+                        raise item.error
+                return time.perf_counter() - start
+
+            run(4)  # warm up
+            took = {1: [], 4: []}
+            for _ in range(reps):
+                for workers in took:
+                    took[workers].append(run(workers))
+            client.close()
+            return {w: statistics.median(t) for w, t in took.items()}
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def batch_rows(root, row, quick):
+    """The workloads of issue 20: batch() against an instant server, and a real one."""
+    base = root + "/chat/v1"
+    n = 300 if quick else 3000
+    big = 1000 if quick else 10000
+    reps = 2 if quick else 3
+    batch_ours(base, ["warm up"] * 20, 4)
+    batch_bare(base, ["warm up"] * 20, 4)
+    for workers in (1, 4, 16):
+        walls, cpus = batch_figures(base, n, workers, reps)
+        rate = {k: n / t for k, t in walls.items()}
+        per_item = {k: t / n * 1000 for k, t in cpus.items()}
+        row("batch: %d items, workers %d" % (n, workers), "items/s", rate, "higher")
+        row("batch: client CPU per item, workers %d" % workers, "ms CPU", per_item, "lower",
+            "%.2f ms more than the bare loop (target: <= 1 ms in all)"
+            % (per_item["bor_openai_compat"] - per_item["baseline"]))
+    walls, cpus = batch_figures(base, big, 16, 1 if quick else 2)
+    row("batch: %d items, workers 16, wall" % big, "s", walls, "lower",
+        "%.2fx the bare loop's time (target: <= 1.5x)" % (walls["bor_openai_compat"] / walls["baseline"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = ["Item %d" % i for i in range(big)]
+        wall, cpu = wall_and_cpu(batch_ours, base, prompts, 16, os.path.join(tmp, "out.jsonl"))
+    row("batch: %d items, workers 16, output file" % big, "s", {"bor_openai_compat": wall}, "lower",
+        "each line synced; %.2fx the bare loop (no file); %.2f ms CPU per item"
+        % (wall / walls["baseline"], cpu / big * 1000))
+
+    items, tokens = (16, 128) if quick else (64, 128)
+    took = llama_parallel(items, 1 if quick else 3, tokens)
+    if isinstance(took, str):
+        print("llama-server --parallel 4: skipped, %s" % took)
+        return
+    for workers in (1, 4):
+        row("llama-server -np 4: %d items, workers %d" % (items, workers), "s",
+            {"bor_openai_compat": took[workers]}, "lower",
+            "%d tokens each; %.1f items/s" % (tokens, items / took[workers])
+            + ("; %.2fx faster than workers 1" % (took[1] / took[4]) if workers == 4 else ""))
+
+
 # -- Measuring ---------------------------------------------------------------
 
 
@@ -180,12 +349,8 @@ def clients():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run that checks the harness")
+    parser.add_argument("--batch", action="store_true", help="only the batch workloads (issue 20)")
     args = parser.parse_args()
-    reps = 3 if args.quick else 7
-    chunks = 2000 if args.quick else 20000
-    sizes = (1, 2) if args.quick else (1, 10)
-    trips = 50 if args.quick else 500
-    image_mb = 2 if args.quick else 20
     rows = []
 
     def row(name, unit, values, better, note=""):
@@ -194,6 +359,24 @@ def main():
     print("Python %s on %s, %d cores; openai %s; %s"
           % (platform.python_version(), platform.machine(), os.cpu_count(),
              openai.__version__ if openai else "not installed", "quick run" if args.quick else "full run"))
+    if not args.batch:
+        single_rows(row, args.quick)
+    server, root = start_server()
+    try:
+        # 7. Batches.
+        batch_rows(root, row, args.quick)
+    finally:
+        server.kill()
+    print_table(rows)
+
+
+def single_rows(row, quick):
+    """Workloads 1-6: one request at a time."""
+    reps = 3 if quick else 7
+    chunks = 2000 if quick else 20000
+    sizes = (1, 2) if quick else (1, 10)
+    trips = 50 if quick else 500
+    image_mb = 2 if quick else 20
 
     # 1. Start-up.
     statements = {"bor_openai_compat": "import bor_openai_compat", "openai": "import openai",
@@ -245,8 +428,6 @@ def main():
         del body
     row("%d MB image file -> request body" % image_mb, "ms", {"bor_openai_compat": took}, "lower",
         "peak memory %.2fx the file (target < 3x)" % (peak / size))
-
-    print_table(rows)
 
 
 def _timed(fn, *args):

@@ -349,3 +349,59 @@ def litellm_model_info_server(tmp_path_factory):
     server = _litellm(tmp_path_factory, "LiteLLM proxy (model_info)", LITELLM_MODEL_INFO_CONFIG)
     yield server.wait_ready("/models", 120)
     server.stop()
+
+
+# -- Batches at scale (test_batch_servers.py) ---------------------------------
+
+LITELLM_TWO_LLAMAS_CONFIG = """\
+model_list:
+  - model_name: tiny
+    litellm_params:
+      model: openai/tiny-chat.gguf
+      api_base: %s
+      api_key: unused
+  - model_name: tiny
+    litellm_params:
+      model: openai/tiny-chat.gguf
+      api_base: %s
+      api_key: unused
+router_settings:
+  routing_strategy: simple-shuffle
+general_settings:
+  master_key: %s
+"""
+
+
+@pytest.fixture(scope="module")
+def two_llamas(tiny_models, tmp_path_factory):
+    """Two llama-servers serving the same model, two slots each, with /metrics."""
+    servers = [
+        _one_model_llama("llama-server (backend %d)" % n, tiny_models / "tiny-chat.gguf",
+                         tmp_path_factory.mktemp("llama-backend"), "--metrics", context=1024, parallel=2)
+        for n in (1, 2)
+    ]
+    try:
+        yield [server.wait_ready("/models", 60) for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def litellm_two_llamas(two_llamas, tmp_path_factory):
+    """The LiteLLM proxy routing the one model name "tiny" to both of two_llamas."""
+    config = LITELLM_TWO_LLAMAS_CONFIG % (two_llamas[0].url, two_llamas[1].url, LITELLM_KEY)
+    server = _litellm(tmp_path_factory, "LiteLLM proxy (two llama-servers)", config)
+    yield server.wait_ready("/models", 120)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_parallel4(tiny_models, tmp_path_factory):
+    """A llama-server with four slots (--parallel 4), with /metrics."""
+    server = _one_model_llama(
+        "llama-server (--parallel 4)", tiny_models / "tiny-chat.gguf", tmp_path_factory.mktemp("llama-np4"),
+        "--metrics", context=1024, parallel=4,
+    )
+    yield server.wait_ready("/models", 60)
+    server.stop()
