@@ -4196,13 +4196,13 @@ class _Batch:
                 if custom_id in seen:
                     raise ConfigurationError("the custom_id %r is in the input twice (item %d)" % (custom_id, index))
                 seen.add(custom_id)
-        if self.path is not None:
-            self.file = open(self.path, "ab")
         return self.results(items)
 
     def results(self, items):
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+        if self.path is not None:
+            self.file = open(self.path, "ab")
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bor-batch")
         window = collections.deque()  # [index, custom_id, a Future or the BatchItem]
         flying = set()
@@ -4318,11 +4318,13 @@ class _Batch:
         return item
 
     def write(self, record):
+        """Append one line whole; it counts as done once synced (a sync outside
+        the lock takes the lines of the workers that wrote meanwhile too)."""
         line = (_dumps(record) + "\n").encode("utf-8")
         with self.lock:
             self.file.write(line)
             self.file.flush()
-            os.fsync(self.file.fileno())
+        os.fsync(self.file.fileno())
 
     def resume(self, retry_errors):
         """Read what an earlier run left in the output file; drop a torn last line."""
