@@ -65,6 +65,11 @@ from typing import Any, Iterable, Iterator
 import requests
 import urllib3
 
+try:
+    import fcntl  # an output file held by one batch at a time (POSIX)
+except ImportError:  # Windows: not held
+    fcntl = None
+
 import sseclient
 
 __version__ = "0.1.0"
@@ -1081,7 +1086,7 @@ class Client:
         call = _Call(None, None, timeout=self._timeout(timeout), limit=self._limit(stream_timeout))
         info = self._read_info(model, self._listing(call), call)
         with self._infos_lock:
-            self._infos[model] = info
+            self._infos[model] = self._infos[info.id] = info
         return info
 
     def embed(
@@ -1322,7 +1327,9 @@ class Client:
                         timeout=(connect, read),
                         stream=True,
                         allow_redirects=False,
-                        hooks=_HOOKS,
+                        # A request's hooks replace the session's (requests' merge_hooks): a
+                        # caller's session keeps its own after ours.
+                        hooks={"response": [_close_redirect] + list(self.session.hooks.get("response") or ())},
                         verify=self.verify,
                         # A server on this machine is never reached through a proxy.
                         proxies=dict(_NO_PROXIES) if _is_loopback(url) else None,  # requests fills it in
@@ -1458,10 +1465,18 @@ class Client:
                 listed.append((item, entry))
         return listed, response.headers
 
-    def _read_info(self, model, listing, call):
-        """The ModelInfo of ``model``: its /models entry, then the server's own paths."""
+    def _read_info(self, model, listing, call, answers=None):
+        """The ModelInfo of ``model``: its /models entry, then the server's own paths.
+
+        :param answers: what each path answered, shared by the models of one
+            listing (``models --long``), so that each path is asked once.
+        """
         listed, headers = listing
-        entry = next((entry for model_id, entry in listed if model_id == model), None)
+        answers = {} if answers is None else answers
+        served = dict(listed)
+        # Ollama serves "llama3.2" as "llama3.2:latest" and takes either name.
+        model_id = model if model in served else model + ":latest" if model + ":latest" in served else None
+        entry = served.get(model_id)
         if entry is None:
             ids = [model_id for model_id, _ in listed]
             raise UnknownModel(
@@ -1472,53 +1487,50 @@ class Client:
                 available=_scrub_value(ids),
                 suggestion=_closest(model, ids),
             )
-        info = ModelInfo(model, server=_server_of(headers, entry), sources=["/models"],
+        info = ModelInfo(model_id, server=_server_of(headers, entry), sources=["/models"],
                          raw={"/models": _scrub_value(entry)})
         _from_models_item(info, entry)
+
+        def read(path, reader, query=None, post=False):
+            return self._read(info, path, call, reader, answers, query, post)
+
         if info.server == "llama.cpp":
             if isinstance(_dig(entry, "status", "value"), str):  # router mode: /props?model= would load it
                 if info.loaded:
-                    self._read(info, "/props", call, {"model": model, "autoload": "false"}, _from_llamacpp_props)
+                    read("/props", _from_llamacpp_props, {"model": model_id, "autoload": "false"})
             else:
-                self._read(info, "/props", call, None, _from_llamacpp_props)
+                read("/props", _from_llamacpp_props)
         elif info.server == "litellm":
-            self._read(info, "/v1/model/info", call, None, _from_litellm)
+            read("/v1/model/info", _from_litellm)
         elif info.server is None:
-            if self._read(info, "/api/show", call, {"model": model}, _from_ollama_show, post=True):
+            if read("/api/show", _from_ollama_show, {"model": model_id}, post=True):
                 info.server = "ollama"
-                self._read(info, "/api/ps", call, None, _from_ollama_ps)
-            elif self._read(info, "/api/v0/models", call, None, _from_lmstudio) or self._read(
-                info, "/api/v1/models", call, None, _from_lmstudio
-            ):
+                read("/api/ps", _from_ollama_ps)
+            elif read("/api/v0/models", _from_lmstudio) or read("/api/v1/models", _from_lmstudio):
                 info.server = "lmstudio"
-            elif self._read(info, "/v1/model/info", call, None, _from_litellm):
+            elif read("/v1/model/info", _from_litellm):
                 info.server = "litellm"  # its /v1/models looks like OpenAI's, headers and all
         if info.loaded is False:
             info.context_length = None  # a model not loaded has no window yet
         return info
 
-    def _read(self, info, path, call, query, reader, post=False):
+    def _read(self, info, path, call, reader, answers, query=None, post=False):
         """Read one of the server's own paths into ``info``; whether it said anything.
 
         A path that is missing, fails or answers an unexpected shape says
-        nothing; only running out of the call's time ends the reading.
+        nothing; only running out of the call's time ends the reading. What
+        a path without a query answered, and a path that does not exist, is
+        kept in ``answers``.
         """
-        url = _root_url(self.base_url, path)
-        body = None
-        if query is not None and post:
-            body = _dumps(query).encode("utf-8")
-        elif query is not None:
-            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
-        probe = _Call(body, None, timeout=call.timeout)
-        probe.limit, probe.deadline = call.limit, call.deadline
-        try:
-            response = self._request("POST" if post else "GET", url, self._headers(probe), probe)
-            data = _loads(_read_body(response, probe, self.max_event_bytes))
-        except (OpenAICompatError, ValueError) as exc:
-            if call.deadline is not None and time.monotonic() >= call.deadline:
-                raise _overtime(call) from exc
-            log.debug("%s says nothing of %r: %s", path, info.id, type(exc).__name__)
+        data = answers.get(path)
+        if data is _MISSING:
             return False
+        if data is None or query is not None:
+            data = self._fetch(path, call, query, post)
+            if data is _MISSING or query is None:
+                answers[path] = data
+            if data is None or data is _MISSING:
+                return False
         try:
             said = reader(info, data)
         except (TypeError, AttributeError, LookupError, ValueError) as exc:  # a shape no reader foresaw
@@ -1529,6 +1541,28 @@ class Client:
         info.sources.append(path)
         info.raw[path] = _scrub_value(data)
         return True
+
+    def _fetch(self, path, call, query, post):
+        """The decoded JSON of a root path; None when it failed, _MISSING when it does not exist."""
+        url = _root_url(self.base_url, path)
+        body = None
+        if query is not None and post:
+            body = _dumps(query).encode("utf-8")
+        elif query is not None:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
+        probe = _Call(body, None, timeout=call.timeout)
+        probe.limit, probe.deadline = call.limit, call.deadline
+        try:
+            response = self._request("POST" if post else "GET", url, self._headers(probe), probe)
+            return _loads(_read_body(response, probe, self.max_event_bytes))
+        except (OpenAICompatError, ValueError) as exc:
+            if call.deadline is not None and time.monotonic() >= call.deadline:
+                raise _overtime(call) from exc
+            log.debug("%s says nothing: %s", path, type(exc).__name__)
+            if isinstance(exc, (EndpointNotFound, InvalidResponse, ValueError)) or getattr(
+                exc, "status_code", None) in (404, 405, 501):
+                return _MISSING
+            return None
 
     def _completion(self, response, body, call):
         """A ChatResult from a non-stream answer."""
@@ -1909,7 +1943,7 @@ class _Call:
         self.stop = None  # a threading.Event that cancels the call (batch())
 
 
-def _schema_format(schema, params):
+def _schema_format(schema, params, strict=True):
     """The ``response_format`` that asks for answers valid under a JSON schema."""
     if not isinstance(schema, dict):
         raise ConfigurationError("schema= must be a JSON schema dict, not %s" % type(schema).__name__)
@@ -1918,7 +1952,7 @@ def _schema_format(schema, params):
     # OpenAI allows names of letters, digits, _ and - up to 64 characters.
     title = schema.get("title")
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", title)[:64] if isinstance(title, str) and title.strip() else "answer"
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": strict}}
 
 
 def _tool_names(tools, functions):
@@ -2049,6 +2083,9 @@ _REQUEST_ERRORS = (
 _READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, ArithmeticError)
 
 _inflight = threading.local()  # the watchdog of the request this thread is sending
+# A connection the server had closed fails at once: a failure this soon after
+# the request was sent is that, not a server that worked on it and died.
+_STALE_WINDOW = 0.05
 
 
 class _Watchdog:
@@ -2088,6 +2125,8 @@ class _Watchdog:
     def watch(self, conn):
         with self.lock:
             self.conn = conn
+            if self.fired:  # it fired before the request found its connection
+                self.shut(conn)
 
     def disarm(self):
         if self.timer is not None:
@@ -2099,12 +2138,14 @@ class _Watchdog:
     def fire(self):
         with self.lock:
             conn = self.conn
-            sock = getattr(conn, "sock", None)
-            # Not connected yet (connect_timeout bounds that), or the
-            # connection carries another request by now.
-            if sock is None or getattr(conn, "watchdog", None) is not self:
-                return
-            self.fired = True
+            if conn is not None and getattr(conn, "watchdog", None) is not self:
+                return  # the connection carries another request by now
+            self.fired = True  # a connection made after this is shut at once (see _Watched)
+            self.shut(conn)
+
+    def shut(self, conn):
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
             try:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
             except OSError:
@@ -2120,7 +2161,11 @@ class _Watched:
 
     def connect(self):
         self._carry()
-        return super().connect()
+        super().connect()
+        watchdog = self.watchdog
+        if watchdog is not None and watchdog.fired:  # it fired while this connected
+            with watchdog.lock:
+                watchdog.shut(self)
 
     def close(self):
         self.carried = 0  # a new socket next time
@@ -2129,8 +2174,13 @@ class _Watched:
     def putrequest(self, *args, **kwargs):
         self.carried += 1
         _inflight.reused = self.carried > 1  # read by _stale(): urllib3 closes a failed connection first
+        _inflight.asked = None
         self._carry()
         return super().putrequest(*args, **kwargs)
+
+    def getresponse(self, *args, **kwargs):
+        _inflight.asked = time.monotonic()  # the request is sent: the answer is awaited from now
+        return super().getresponse(*args, **kwargs)
 
     def _carry(self):
         self.watchdog = getattr(_inflight, "watchdog", None)  # None: no deadline, or another thread's pool
@@ -2147,9 +2197,12 @@ def _stale(exc):
     keep-alive); the request never reached it, so sending it again on a new
     connection is what browsers and curl do.
     """
-    return getattr(_inflight, "reused", False) and _cause(
-        exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-    ) is not None
+    if not getattr(_inflight, "reused", False):
+        return False
+    asked = getattr(_inflight, "asked", None)
+    if asked is not None and time.monotonic() - asked > _STALE_WINDOW:
+        return False  # the server had the request a while: it may have worked on it
+    return _cause(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)) is not None
 
 
 class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
@@ -2196,9 +2249,6 @@ def _close_redirect(response, **kwargs):
     """
     if response.is_redirect:
         response.close()
-
-
-_HOOKS = {"response": [_close_redirect]}
 
 
 def _as_given(request):
@@ -2726,6 +2776,7 @@ def _page_text(text):
 #   models API docs (context_length, architecture, supported_parameters).
 
 _MAX_TOKENS_SAID = 1 << 31  # a larger window is a broken answer, not a model
+_MISSING = object()  # what a server's own path that does not exist answers
 
 
 def _tokens(value):
@@ -3899,7 +3950,11 @@ _DEFAULT_REASK = 1
 # llama-cpp-python (llama_cpp/llama_types.py, a Literal of "text" and
 # "json_object"): 500 "... 'loc': ('body', 'response_format', 'type'), 'msg':
 # \"Input should be 'text' or 'json_object'\"", worded by FastAPI's version.
-_SCHEMA_REFUSED = r"(?i)response_format|json_schema|json_object|\bschema\b|grammar|sampler"
+_SCHEMA_REFUSED = r"(?i)response_format|json_schema|json_object|Failed to initialize samplers"
+# OpenAI's strict mode refuses a schema that leaves properties optional or open:
+# "Invalid schema for response_format 'city': ... 'additionalProperties' is
+# required to be supplied and to be false". The same rung is asked again, not strict.
+_STRICT_REFUSED = r"(?i)strict|additionalProperties|Invalid schema for response_format"
 
 
 def _json_options(params, stream):
@@ -3934,6 +3989,7 @@ class _JSONCall:
         self.timeout = timeout
         limit = client._limit(stream_timeout)
         self.limit = limit
+        self.strict = True  # json_schema's "strict", until the server refuses this schema so
         self.deadline = None if limit is None else time.monotonic() + limit
 
     def run(self, messages, images, params):
@@ -3952,11 +4008,12 @@ class _JSONCall:
             try:
                 self.check(result)
             except InvalidJSON as exc:
-                if exc.error.startswith("the answer is not JSON") and mode != "prompt":
+                if exc.error.startswith("the answer is not JSON") and mode != "prompt" and not warnings:
                     warnings.append(
                         "The server took response_format (%s) but answered without JSON: it ignored the "
                         "schema." % mode
                     )
+                    log.warning("%s", warnings[-1])
                 if result.finish_reason == "length" or len(attempts) > self.reask:
                     exc.attempts = attempts
                     exc.partial.warnings = warnings + exc.partial.warnings
@@ -3992,9 +4049,13 @@ class _JSONCall:
             return self.client._json_modes.get(self.model, _JSON_MODES[0])
 
     def next_mode(self, mode, exc):
-        """The next rung after a refusal, or the refusal raised."""
-        if mode is None or mode == _JSON_MODES[-1] or not re.search(_SCHEMA_REFUSED, exc.message[:_SCAN_LIMIT]):
+        """The next rung after a refusal (or json_schema again, not strict), or the refusal raised."""
+        message = exc.message[:_SCAN_LIMIT]
+        if mode is None or mode == _JSON_MODES[-1] or not re.search(_SCHEMA_REFUSED, message):
             raise exc
+        if mode == "json_schema" and self.strict and re.search(_STRICT_REFUSED, message):
+            self.strict = False
+            return mode
         log.debug("%s refused response_format %s: trying the next way", self.model, mode)
         return _JSON_MODES[_JSON_MODES.index(mode) + 1]
 
@@ -4008,7 +4069,7 @@ class _JSONCall:
         if mode is not None:
             params["_schema_mode"] = mode
             if mode == "json_schema":
-                params["response_format"] = _schema_format(self.schema, params)
+                params["response_format"] = _schema_format(self.schema, params, self.strict)
             else:
                 messages = _with_instruction(messages, self.schema)
                 if mode == "json_object":
@@ -4183,10 +4244,9 @@ class _Batch:
         self.lock = threading.Lock()  # the output file, and the calls in flight
         self.calls = set()
         self.path = None if output is None else os.fspath(output)
+        self.retry_errors = retry_errors
         self.done = {}  # custom_id -> (offset, length) of its line in the output file
         self.file = None
-        if self.path is not None:
-            self.resume(retry_errors)
 
     def run(self, items):
         if isinstance(items, (list, tuple)):  # known whole: duplicates are said before anything is sent
@@ -4202,18 +4262,18 @@ class _Batch:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         if self.path is not None:
-            self.file = open(self.path, "ab")
+            self.open()
+            self.resume(self.retry_errors)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bor-batch")
-        window = collections.deque()  # [index, custom_id, a Future or the BatchItem]
+        window = collections.deque()  # [index, custom_id, None (not sent yet), a Future or the BatchItem]
+        backlog = collections.deque()  # (entry, kind, body) of the items read and not sent yet
         flying = set()
         seen = set()
         source = enumerate(items)
         exhausted, failure, finished = False, None, False
         try:
             while True:
-                while not exhausted and failure is None and len(flying) < self.workers and (
-                    len(window) < self.workers * _BATCH_AHEAD
-                ):
+                while not exhausted and failure is None and len(window) < self.workers * _BATCH_AHEAD:
                     try:
                         index, item = next(source)
                     except StopIteration:
@@ -4231,10 +4291,15 @@ class _Batch:
                     if custom_id in self.done:
                         window.append([index, custom_id, self.recorded(index, custom_id)])
                         continue
-                    future = pool.submit(self.send, index, custom_id, kind, body)
-                    flying.add(future)
-                    window.append([index, custom_id, future])
-                while window and (isinstance(window[0][2], BatchItem) or window[0][2].done()):
+                    entry = [index, custom_id, None]
+                    window.append(entry)
+                    backlog.append((entry, kind, body))
+                while backlog and failure is None and len(flying) < self.workers:
+                    entry, kind, body = backlog.popleft()
+                    entry[2] = pool.submit(self.send, entry[0], entry[1], kind, body)
+                    flying.add(entry[2])
+                while window and (isinstance(window[0][2], BatchItem) or window[0][2] is not None
+                                  and window[0][2].done()):
                     entry = window.popleft()
                     flying.discard(entry[2])
                     item = entry[2] if isinstance(entry[2], BatchItem) else entry[2].result()
@@ -4247,6 +4312,8 @@ class _Batch:
                 if not window and exhausted:
                     finished = True
                     return
+                if failure is not None and not flying:
+                    raise failure
                 if flying:
                     done, _ = wait(flying, return_when=FIRST_COMPLETED)
                     flying -= done
@@ -4317,6 +4384,23 @@ class _Batch:
                         "error": error})
         return item
 
+    def open(self):
+        """Open the output to append, held by this run alone (where the system can lock files)."""
+        if self.file is not None:
+            self.file.close()
+        try:
+            self.file = open(self.path, "ab")
+        except OSError as exc:
+            raise ConfigurationError("cannot write the output file %r: %s" % (self.path, exc.strerror)) from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.file.close()
+                raise ConfigurationError(
+                    "another batch is writing %r: wait for it, or give another output file" % self.path
+                ) from None
+
     def write(self, record):
         """Append one line whole; it counts as done once synced (a sync outside
         the lock takes the lines of the workers that wrote meanwhile too)."""
@@ -4343,6 +4427,8 @@ class _Batch:
                 custom_id = record["custom_id"]
                 if not isinstance(custom_id, str):
                     raise TypeError
+                if "response" not in record or "error" not in record:
+                    raise LookupError
             except (ValueError, TypeError, LookupError):
                 raise ConfigurationError(
                     "line %d of %r is not a line of a batch output: give another output file" % (number, self.path)
@@ -4355,9 +4441,8 @@ class _Batch:
             offset += len(line) + 1
         if whole < len(data):
             log.debug("dropping a torn last line of %s", self.path)
-            with open(self.path, "r+b") as f:
-                f.truncate(whole)
-                os.fsync(f.fileno())
+            self.file.truncate(whole)
+            os.fsync(self.file.fileno())
         if retry_errors and failed:
             self.rewrite(data[:whole], failed)
 
@@ -4371,16 +4456,21 @@ class _Batch:
                 self.done[custom_id] = (offset, len(line))
                 offset += len(line) + 1
         temporary = self.path + ".tmp"
-        with open(temporary, "wb") as f:
-            f.writelines(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
-        folder = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
         try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+            with open(temporary, "wb") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise ConfigurationError("cannot rewrite the output file %r: %s" % (self.path, exc.strerror)) from None
+        if hasattr(os, "O_DIRECTORY"):  # the rename itself made durable (POSIX)
+            folder = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        self.open()  # the new file, held as the old one was
 
     def recorded(self, index, custom_id):
         """The BatchItem of an item finished by an earlier run, read back from the file."""
@@ -4810,9 +4900,10 @@ def _cli_models_long(client, out):
     """One row per model, as the server describes it; no model is loaded."""
     call = _Call(None, None, timeout=client.timeout, limit=client.stream_timeout)
     listing = client._listing(call)
+    answers = {}  # each path asked once for all the models
     rows = [("MODEL", "CONTEXT", "VISION", "TOOLS", "LOADED")]
     for model, _ in listing[0]:
-        info = client._read_info(model, listing, call)
+        info = client._read_info(model, listing, call, answers)
         rows.append((model, _window(info), _yes_no(info.vision), _yes_no(info.tools), _yes_no(info.loaded)))
     width = max(len(row[0]) for row in rows)
     for row in rows:
@@ -4827,16 +4918,19 @@ def _cli_batch(client, args, err):
             raise ConfigurationError("no input: give a file, or - with the lines on stdin")
         source, total = sys.stdin.buffer, None
     else:
+        if os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.input, args.output):
+            raise ConfigurationError("the output %s is the input file: give another output file" % args.output)
         total = _batch_file_check(args.input)
         try:
             source = open(args.input, "rb")
         except OSError as exc:
             raise ConfigurationError("cannot read %s: %s" % (args.input, exc.strerror)) from None
-    counts = {"done": 0, "failed": 0, "earlier": 0, "bad": 0}
+    counts = {"done": 0, "failed": 0, "earlier": 0, "bad": 0, "read": 0}
     start, shown = time.monotonic(), 0.0
 
     def lines():
         for number, raw in enumerate(source, 1):
+            counts["read"] += 1
             item = _batch_line(raw, number)
             if item is None:
                 continue
@@ -4874,7 +4968,8 @@ def _cli_batch(client, args, err):
         if err.tty:
             err.write("\r\x1b[K")
             err.at_line_start = True
-        err.line(progress(final=True))
+        if counts["read"]:  # not for a batch that could not start (its output file, say)
+            err.line(progress(final=True))
     return _EXIT_SOME_FAILED if counts["failed"] or counts["bad"] else 0
 
 
@@ -4894,6 +4989,10 @@ def _batch_line(raw, number):
         item = _loads(text)
     except ValueError as exc:
         return "not JSON (%s)" % exc
+    try:
+        json.dumps(item, allow_nan=False)
+    except ValueError:
+        return "it holds NaN or an infinity, which JSON cannot carry"
     if isinstance(item, str):
         item = {"prompt": item}
     if not isinstance(item, dict):

@@ -604,11 +604,11 @@ def test_a_model_not_loaded_has_no_window(mocked, client, fake, server):
 def test_unknown_model(mocked, client):
     ollama_models(mocked, "llama3:latest", "qwen3:8b")
     with pytest.raises(boc.UnknownModel) as caught:
-        client.model_info("llama3")
+        client.model_info("llama")
     error = caught.value
     assert error.available == ["llama3:latest", "qwen3:8b"]
     assert error.suggestion == "llama3:latest"
-    assert error.model == "llama3"
+    assert error.model == "llama"
     assert "llama3:latest" in str(error) and "Did you mean" in str(error)
     assert sent(mocked) == [("GET", BASE + "/models")]
 
