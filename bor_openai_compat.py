@@ -1267,12 +1267,13 @@ class Client:
             try:
                 return self._request(method, url, headers, call)
             except OpenAICompatError as error:
+                if isinstance(error, RateLimited):  # the other threads wait too, retried or not
+                    pause = _RETRY_BASE if error.retry_after is None else min(error.retry_after, _RETRY_AFTER_CAP)
+                    self._paused_until = max(self._paused_until, time.monotonic() + pause)
                 left = None if call.deadline is None else call.deadline - time.monotonic()
                 wait = _retry_wait(error, attempt, self.max_retries, left, random.random())
                 if wait is None:
                     raise
-                if isinstance(error, RateLimited):
-                    self._paused_until = max(self._paused_until, time.monotonic() + wait)
                 log.debug("retrying in %.2fs after %s", wait, type(error).__name__)
                 self._wait(call, wait)
                 attempt += 1
@@ -4289,7 +4290,7 @@ class _Batch:
                         break
                     seen.add(custom_id)
                     if custom_id in self.done:
-                        window.append([index, custom_id, self.recorded(index, custom_id)])
+                        window.append([index, custom_id, self.recorded(index, custom_id, kind, body)])
                         continue
                     entry = [index, custom_id, None]
                     window.append(entry)
@@ -4298,8 +4299,10 @@ class _Batch:
                     entry, kind, body = backlog.popleft()
                     entry[2] = pool.submit(self.send, entry[0], entry[1], kind, body)
                     flying.add(entry[2])
+                yielded = False
                 while window and (isinstance(window[0][2], BatchItem) or window[0][2] is not None
                                   and window[0][2].done()):
+                    yielded = True
                     entry = window.popleft()
                     flying.discard(entry[2])
                     item = entry[2] if isinstance(entry[2], BatchItem) else entry[2].result()
@@ -4314,6 +4317,8 @@ class _Batch:
                     return
                 if failure is not None and not flying:
                     raise failure
+                if yielded:
+                    continue  # read and send more before waiting: a worker may be free
                 if flying:
                     done, _ = wait(flying, return_when=FIRST_COMPLETED)
                     flying -= done
@@ -4472,13 +4477,17 @@ class _Batch:
                 os.close(folder)
         self.open()  # the new file, held as the old one was
 
-    def recorded(self, index, custom_id):
-        """The BatchItem of an item finished by an earlier run, read back from the file."""
+    def recorded(self, index, custom_id, kind, body):
+        """The BatchItem of an item finished by an earlier run, read back from the file.
+
+        An error answer is classified again with what the item asks (tools,
+        images), as it was when it arrived.
+        """
         offset, length = self.done[custom_id]
         with open(self.path, "rb") as f:
             f.seek(offset)
             record = _loads(f.read(length))
-        item = BatchItem(index, custom_id)
+        item, request = BatchItem(index, custom_id), body
         response, error = record.get("response"), record.get("error")
         body = _dig(response, "body")
         status = _dig(response, "status_code")
@@ -4487,7 +4496,11 @@ class _Batch:
             cls = cls if isinstance(cls, type) and issubclass(cls, OpenAICompatError) else OpenAICompatError
             item.error = cls(str(error.get("message", "")))
         elif status != 200:
-            call = _Call(None, _dig(body, "model"))
+            call = _Call(None, request.get("model") or self.model or self.client.model)
+            call.embeddings = kind == "embeddings"
+            call.tools = _tool_names(request.get("tools"), request.get("functions"))
+            messages = request.get("messages")
+            call.images = isinstance(messages, list) and _lift_urls(messages, [], "")[1]
             item.error = self.client._error(status, body, call, "the output file %s" % self.path)
         elif isinstance(_dig(body, "data"), list):
             item.result = _embeddings(body, len(body["data"]), self.path)
@@ -4537,8 +4550,18 @@ def _batch_request(item, index, model, params):
             "item %d is not a prompt, a list of messages or a request in the OpenAI Batch format: %s"
             % (index, _finish(repr(item), _EXCERPT_LIMIT))
         )
-    if kind == "chat" and not isinstance(body.get("messages"), (str, list)):
-        raise ConfigurationError("item %d (%s) has no messages" % (index, custom_id))
+    if kind == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, (str, list)) or isinstance(messages, list) and not all(
+            isinstance(message, dict) and "role" in message for message in messages
+        ):
+            raise ConfigurationError("item %d (%s) has no messages (a list of dicts with a role)" % (index, custom_id))
+    else:
+        inputs = body.get("input")
+        if not isinstance(inputs, (str, list)) or isinstance(inputs, list) and not all(
+            isinstance(text, str) for text in inputs
+        ):
+            raise ConfigurationError("item %d (%s) has no input (a string or a list of strings)" % (index, custom_id))
     for name, value in params.items():
         body.setdefault(name, value)
     if model and "model" not in body:
@@ -4546,6 +4569,10 @@ def _batch_request(item, index, model, params):
     for name in _BATCH_REFUSED:
         if name in body:
             raise ConfigurationError("item %d (%s) asks for %s, which a batch does not do" % (index, custom_id, name))
+    try:
+        _check_params(body)
+    except ConfigurationError as exc:
+        raise ConfigurationError("item %d (%s): %s" % (index, custom_id, exc.detail)) from None
     return custom_id, kind, body
 
 

@@ -477,9 +477,24 @@ def test_a_duplicate_in_a_generator_is_refused_when_read_and_what_came_before_is
     with pytest.raises(boc.ConfigurationError) as caught:
         list(connect().batch(items(), workers=4, output=out))
     assert "'c1'" in str(caught.value)
-    assert sorted(fake.prompts()) == ["p0", "p1", "p2"]
-    assert {cid: text_of(r) for cid, r in by_id(out).items()} == {"c0": "echo: p0", "c1": "echo: p1",
-                                                                  "c2": "echo: p2"}
+    # Read within the look-ahead (4 x workers items), the duplicate is refused
+    # before anything is sent.
+    assert fake.prompts() == []
+
+
+def test_a_duplicate_past_the_look_ahead_lets_the_items_before_it_finish(fake, connect, tmp_path):
+    out = tmp_path / "out.jsonl"
+
+    def items():
+        for i in range(12):
+            yield {"custom_id": "c%d" % i, "prompt": "p%d" % i}
+        yield {"custom_id": "c1", "prompt": "again"}
+
+    with pytest.raises(boc.ConfigurationError, match="'c1'"):
+        list(connect().batch(items(), workers=1, output=out))
+    sent = fake.prompts()
+    assert "again" not in sent and sent == ["p%d" % i for i in range(len(sent))] and len(sent) >= 8
+    assert {cid: text_of(r) for cid, r in by_id(out).items()} == {"c%d" % i: "echo: p%d" % i for i in range(len(sent))}
 
 
 def test_a_duplicate_in_the_output_file_is_refused(client, mocked, tmp_path):
@@ -699,6 +714,12 @@ def test_an_error_that_would_fail_every_item_stops_the_batch(fake, connect, tmp_
             pass
     assert words in str(caught.value)
     sent = set(fake.prompts())
+    if script is None:
+        # An item's own configuration error is found as it is read, within
+        # the look-ahead: before anything is sent.
+        assert sent == set()
+        assert not out.exists() or by_id(out) == {}
+        return
     assert sent <= {"p0", "p1", "p2", "p3"}  # no new item started after it
     assert "p0" in sent
     saved = by_id(out)
@@ -815,7 +836,10 @@ def test_a_429_pauses_the_pool_also_when_its_item_is_not_retried(fake, connect):
     got = list(client.batch(prompts, workers=4))
     assert isinstance(got[0].error, boc.RateLimited)
     assert [i.error for i in got[1:]] == [None] * 7
-    early = [(round(t - moments["429"], 3), p) for t, p in fake.posts if moments["429"] < t < moments["429"] + 1.0]
+    # Requests that left before the client read the 429 (p1-p3 were in flight)
+    # arrive within a few ms of it: counted from 50 ms on.
+    early = [(round(t - moments["429"], 3), p) for t, p in fake.posts
+             if moments["429"] + 0.05 < t < moments["429"] + 1.0]
     assert early == [], "requests sent during the Retry-After second"
 
 
