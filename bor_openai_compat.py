@@ -828,7 +828,7 @@ class BatchItem:
 
     def __repr__(self) -> str:
         outcome = "error=%s" % type(self.error).__name__ if self.error is not None else "ok"
-        return "BatchItem(%d, %r, %s)" % (self.index, self.custom_id, outcome)
+        return _finish("BatchItem(%d, %r, %s)" % (self.index, self.custom_id, outcome), _MESSAGE_LIMIT)
 
 
 class StreamDelta:
@@ -1269,7 +1269,8 @@ class Client:
             except OpenAICompatError as error:
                 if isinstance(error, RateLimited):  # the other threads wait too, retried or not
                     pause = _RETRY_BASE if error.retry_after is None else min(error.retry_after, _RETRY_AFTER_CAP)
-                    self._paused_until = max(self._paused_until, time.monotonic() + pause)
+                    with self._infos_lock:
+                        self._paused_until = max(self._paused_until, time.monotonic() + pause)
                 left = None if call.deadline is None else call.deadline - time.monotonic()
                 wait = _retry_wait(error, attempt, self.max_retries, left, random.random())
                 if wait is None:
@@ -1317,7 +1318,7 @@ class Client:
         resent = False
         while True:
             log.debug("%s %s", method, _safe_url(url))
-            _inflight.reused = False
+            _inflight.reused = _inflight.location = None
             try:
                 with watchdog.sending():
                     response = self.session.request(
@@ -1343,6 +1344,14 @@ class Client:
                     log.debug("the server had closed the kept-alive connection: sending again")
                     resent = True
                     continue
+                location = _inflight.location
+                if location is not None and isinstance(exc, (requests.exceptions.InvalidURL, ValueError)):
+                    # requests prepares the next hop itself, and failed on the Location.
+                    raise ConnectionFailed(
+                        "%s %s redirected to %r, which is not a valid http(s) URL: the server's redirect is "
+                        "wrong, not the base URL" % (method, _safe_url(url), _safe_url(location.strip()[:500])),
+                        retryable=False,
+                    ) from exc
                 error = _network_error(exc, url, connect, read, self._proxy_for(url))
                 late = call.deadline is not None and time.monotonic() >= call.deadline - 0.01
                 if watchdog.fired or isinstance(error, Timeout) and late:
@@ -1957,9 +1966,9 @@ def _schema_format(schema, params, strict=True):
 
 
 def _tool_names(tools, functions):
-    """The names of the tools (or legacy functions) a payload offers."""
+    """The names of the tools (or legacy functions) a payload offers (any other value: the server says)."""
     names = []
-    for tool in list(tools or ()) + list(functions or ()):
+    for tool in [*(tools if isinstance(tools, list) else ()), *(functions if isinstance(functions, list) else ())]:
         if isinstance(tool, dict):
             function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
             if isinstance(function.get("name"), str):
@@ -2249,6 +2258,7 @@ def _close_redirect(response, **kwargs):
     needs.
     """
     if response.is_redirect:
+        _inflight.location = response.headers["Location"]  # for a Location that requests cannot follow
         response.close()
 
 
@@ -3195,6 +3205,101 @@ def _closest(name, choices):
     return close[0] if close else None
 
 
+# -- Internals: warnings -----------------------------------------------------
+#
+# An answer can look fine and not be: the reasoning took the whole budget, a
+# tool call came back as text, Ollama cut the prompt to its window without a
+# word. Each detector looks only at what the answer and the call say (and the
+# model_info() read for the model, if any); on an ordinary answer each stays
+# silent.
+
+# At least one token per this many characters of text: no tokenizer packs
+# prose tighter, so a prompt counted at fewer tokens was cut.
+_CHARS_PER_TOKEN_MAX = 8
+# Payload options a server takes and drops without a word. Ollama's /v1 API
+# decodes into a Go struct without them (openai/openai.go, ChatCompletionRequest).
+_DROPPED_PARAMS = {"ollama": frozenset(("options", "keep_alive", "num_ctx"))}
+_TOOL_CALL_TEXT = 1 << 16  # characters of an answer searched for a written-out call
+
+
+def _warnings(result, call, known):
+    """The warnings about an answer, each logged once at WARNING."""
+    found = []
+    text = result.text.strip()
+    if not text and result.reasoning.strip() and not result.tool_calls:
+        if result.finish_reason == "length":
+            found.append(
+                "The answer never started: the reasoning used the whole max_tokens budget (%d characters "
+                "of reasoning, no text, finish_reason 'length'). Raise max_tokens, or lower the reasoning "
+                "(reasoning_effort=\"low\", or turn thinking off for this model)." % len(result.reasoning)
+            )
+        elif result.finish_reason == "stop":
+            found.append(
+                "The answer is in .reasoning: the model wrote no text after its reasoning. The server's "
+                "reasoning parser may have taken the whole answer (llama.cpp: --reasoning-format none; vLLM: "
+                "start it without --reasoning-parser); result.reasoning holds it."
+            )
+    if call.tools and not result.tool_calls and text:
+        name = _written_call(text[:_TOOL_CALL_TEXT], call.tools)
+        if name:
+            found.append(
+                "The model wrote a call of the tool %r as text and no tool call came back: the server did "
+                "not parse tool calls (llama.cpp needs --jinja; vLLM --enable-auto-tool-choice "
+                "--tool-call-parser NAME; Ollama a model whose template knows tools)." % name
+            )
+    window = known.context_length if known else None
+    counted = _tokens(_dig(result.usage, "prompt_tokens"))
+    least = call.prompt_chars // _CHARS_PER_TOKEN_MAX
+    if window and counted and least > max(window, counted):
+        found.append(
+            "The prompt was cut: its %d characters need at least %d tokens, but the server counted %d, "
+            "within the model's window of %d; the model never saw the rest. %s"
+            % (call.prompt_chars, least, counted, window, _CONTEXT_FIXES.get(known.server, _CONTEXT_FIXES[None]))
+        )
+    server = known.server if known else None
+    if server is None and _dig(result.raw, "system_fingerprint") == "fp_ollama":
+        server = "ollama"
+    dropped = sorted(call.params & _DROPPED_PARAMS.get(server, frozenset()))
+    if dropped:
+        found.append(
+            "%s does not reach the model: %s's OpenAI API drops it without a word. Set the context "
+            "window with OLLAMA_CONTEXT_LENGTH or a Modelfile's PARAMETER num_ctx, and keep_alive with "
+            "OLLAMA_KEEP_ALIVE." % (", ".join(dropped), "Ollama")
+        )
+    for warning in found:
+        log.warning("%s", warning)
+    return found
+
+
+def _written_call(text, names):
+    """The name of a sent tool that the text writes out as a call, or None.
+
+    As models write it with no tool parser on the server: a JSON object with
+    ``name`` and ``arguments`` (or ``parameters``, as Llama 3 does), bare, in
+    a code fence, in ``<tool_call>`` tags or after ``<|python_tag|>``; or a
+    list of such objects.
+    """
+    candidates = [text]
+    candidates += re.findall(r"(?s)```(?:json)?\s*(.*?)```", text)
+    candidates += re.findall(r"(?s)<tool_call>\s*(.*?)\s*</tool_call>", text)
+    if text.startswith("<|python_tag|>"):
+        candidates.append(text[len("<|python_tag|>"):])
+    for candidate in candidates:
+        try:
+            value = _loads(candidate.strip())
+        except ValueError:
+            continue
+        for call in value if isinstance(value, list) else [value]:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") if isinstance(call.get("function"), dict) else call
+            arguments = function.get("arguments", function.get("parameters"))
+            if function.get("name") in names and isinstance(arguments, (dict, str)):
+                return function["name"]
+    return None
+
+
+
 # -- Internals: event streams ------------------------------------------------
 
 
@@ -3773,7 +3878,7 @@ def _embeddings(data, count, url):
             if not all(map(math.isfinite, vector)):
                 raise ValueError("an embedding holds NaN or an infinity")
             vectors.append(vector)
-    except (TypeError, LookupError, ValueError, struct.error) as exc:  # binascii.Error is a ValueError
+    except (TypeError, LookupError, ValueError, ArithmeticError, struct.error) as exc:  # binascii.Error: a ValueError
         raise InvalidResponse(
             "%s answered with embeddings of an unexpected shape (%s)" % (url, exc), excerpt=_json_text(data)
         ) from exc
@@ -3797,8 +3902,10 @@ def _content_parts(content):
     (https://docs.mistral.ai/capabilities/reasoning/). A part of any other
     type (an image, audio, a refusal) is left out of both: it stays in ``raw``.
     """
+    if content is None:
+        return "", ""
     if not isinstance(content, list):
-        return ("" if content is None else str(content)), ""
+        raise TypeError("the content is a %s, not text or a list of parts" % type(content).__name__)
     texts, thoughts = [], []
     for part in content:
         if not isinstance(part, dict):
@@ -3837,101 +3944,6 @@ def _parse_completion(data, response, think_tags=None):
     return result
 
 
-# -- Internals: warnings -----------------------------------------------------
-#
-# An answer can look fine and not be: the reasoning took the whole budget, a
-# tool call came back as text, Ollama cut the prompt to its window without a
-# word. Each detector looks only at what the answer and the call say (and the
-# model_info() read for the model, if any); on an ordinary answer each stays
-# silent.
-
-# At least one token per this many characters of text: no tokenizer packs
-# prose tighter, so a prompt counted at fewer tokens was cut.
-_CHARS_PER_TOKEN_MAX = 8
-# Payload options a server takes and drops without a word. Ollama's /v1 API
-# decodes into a Go struct without them (openai/openai.go, ChatCompletionRequest).
-_DROPPED_PARAMS = {"ollama": frozenset(("options", "keep_alive", "num_ctx"))}
-_TOOL_CALL_TEXT = 1 << 16  # characters of an answer searched for a written-out call
-
-
-def _warnings(result, call, known):
-    """The warnings about an answer, each logged once at WARNING."""
-    found = []
-    text = result.text.strip()
-    if not text and result.reasoning.strip() and not result.tool_calls:
-        if result.finish_reason == "length":
-            found.append(
-                "The answer never started: the reasoning used the whole max_tokens budget (%d characters "
-                "of reasoning, no text, finish_reason 'length'). Raise max_tokens, or lower the reasoning "
-                "(reasoning_effort=\"low\", or turn thinking off for this model)." % len(result.reasoning)
-            )
-        elif result.finish_reason == "stop":
-            found.append(
-                "The answer is in .reasoning: the model wrote no text after its reasoning. The server's "
-                "reasoning parser may have taken the whole answer (llama.cpp: --reasoning-format none; vLLM: "
-                "start it without --reasoning-parser); result.reasoning holds it."
-            )
-    if call.tools and not result.tool_calls and text:
-        name = _written_call(text[:_TOOL_CALL_TEXT], call.tools)
-        if name:
-            found.append(
-                "The model wrote a call of the tool %r as text and no tool call came back: the server did "
-                "not parse tool calls (llama.cpp needs --jinja; vLLM --enable-auto-tool-choice "
-                "--tool-call-parser NAME; Ollama a model whose template knows tools)." % name
-            )
-    window = known.context_length if known else None
-    counted = _tokens(_dig(result.usage, "prompt_tokens"))
-    least = call.prompt_chars // _CHARS_PER_TOKEN_MAX
-    if window and counted and least > max(window, counted):
-        found.append(
-            "The prompt was cut: its %d characters need at least %d tokens, but the server counted %d, "
-            "within the model's window of %d; the model never saw the rest. %s"
-            % (call.prompt_chars, least, counted, window, _CONTEXT_FIXES.get(known.server, _CONTEXT_FIXES[None]))
-        )
-    server = known.server if known else None
-    if server is None and _dig(result.raw, "system_fingerprint") == "fp_ollama":
-        server = "ollama"
-    dropped = sorted(call.params & _DROPPED_PARAMS.get(server, frozenset()))
-    if dropped:
-        found.append(
-            "%s does not reach the model: %s's OpenAI API drops it without a word. Set the context "
-            "window with OLLAMA_CONTEXT_LENGTH or a Modelfile's PARAMETER num_ctx, and keep_alive with "
-            "OLLAMA_KEEP_ALIVE." % (", ".join(dropped), "Ollama")
-        )
-    for warning in found:
-        log.warning("%s", warning)
-    return found
-
-
-def _written_call(text, names):
-    """The name of a sent tool that the text writes out as a call, or None.
-
-    As models write it with no tool parser on the server: a JSON object with
-    ``name`` and ``arguments`` (or ``parameters``, as Llama 3 does), bare, in
-    a code fence, in ``<tool_call>`` tags or after ``<|python_tag|>``; or a
-    list of such objects.
-    """
-    candidates = [text]
-    candidates += re.findall(r"(?s)```(?:json)?\s*(.*?)```", text)
-    candidates += re.findall(r"(?s)<tool_call>\s*(.*?)\s*</tool_call>", text)
-    if text.startswith("<|python_tag|>"):
-        candidates.append(text[len("<|python_tag|>"):])
-    for candidate in candidates:
-        try:
-            value = _loads(candidate.strip())
-        except ValueError:
-            continue
-        for call in value if isinstance(value, list) else [value]:
-            if not isinstance(call, dict):
-                continue
-            function = call.get("function") if isinstance(call.get("function"), dict) else call
-            arguments = function.get("arguments", function.get("parameters"))
-            if function.get("name") in names and isinstance(arguments, (dict, str)):
-                return function["name"]
-    return None
-
-
-
 # -- Internals: JSON answers -------------------------------------------------
 #
 # schema= asks for JSON the way the server takes it, down a ladder learned
@@ -3962,6 +3974,8 @@ def _json_options(params, stream):
     """Pop schema=, validate= and reask= from a call's options, checked."""
     schema = params.pop("schema", None)
     validate = params.pop("validate", None)
+    if stream and params.get("reask", 0) != 0:
+        raise ConfigurationError("reask= is for chat(): a stream cannot ask again once its text is shown")
     reask = params.pop("reask", _DEFAULT_REASK)
     if schema is not None and not isinstance(schema, dict):
         raise ConfigurationError("schema= must be a JSON schema dict, not %s" % type(schema).__name__)
@@ -3971,8 +3985,6 @@ def _json_options(params, stream):
         schema = validate.model_json_schema()  # a pydantic model says its own schema
     if schema is not None and "response_format" in params:
         raise ConfigurationError("pass schema= or response_format=, not both")
-    if stream and reask != _DEFAULT_REASK:
-        raise ConfigurationError("reask= is for chat(): a stream cannot ask again once its text is shown")
     if isinstance(reask, bool) or not isinstance(reask, int) or reask < 0:
         raise ConfigurationError("reask= must be a whole number of at least 0, not %r" % (reask,))
     return schema, validate, reask
@@ -4410,60 +4422,55 @@ class _Batch:
         """Append one line whole; it counts as done once synced (a sync outside
         the lock takes the lines of the workers that wrote meanwhile too)."""
         line = (_dumps(record) + "\n").encode("utf-8")
-        with self.lock:
-            self.file.write(line)
-            self.file.flush()
-        os.fsync(self.file.fileno())
+        try:
+            with self.lock:
+                self.file.write(line)
+                self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError as exc:  # a full disk: it would fail every item
+            raise ConfigurationError("cannot write the output file %r: %s" % (self.path, exc.strerror)) from None
 
     def resume(self, retry_errors):
-        """Read what an earlier run left in the output file; drop a torn last line."""
+        """Read what an earlier run left in the output file, a line at a time; drop a torn last line.
+
+        Only the ids and where their lines are stay in memory.
+        """
+        failed, offset = set(), 0
         try:
             with open(self.path, "rb") as f:
-                data = f.read()
+                for number, line in enumerate(f, 1):
+                    if not line.endswith(b"\n"):  # cut by a crash while it was written
+                        log.debug("dropping a torn last line of %s", self.path)
+                        self.file.truncate(offset)
+                        os.fsync(self.file.fileno())
+                        break
+                    custom_id, failure = _output_line(line, number, self.path)
+                    if custom_id in self.done:
+                        raise ConfigurationError("the custom_id %r is in %r twice" % (custom_id, self.path))
+                    self.done[custom_id] = (offset, len(line) - 1)
+                    if failure:
+                        failed.add(custom_id)
+                    offset += len(line)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise ConfigurationError("cannot read the output file %r: %s" % (self.path, exc.strerror)) from None
-        whole = data.rfind(b"\n") + 1  # past it: a line cut by a crash while it was written
-        failed, offset = set(), 0
-        for number, line in enumerate(data[:whole].split(b"\n")[:-1], 1):
-            try:
-                record = _loads(line)
-                custom_id = record["custom_id"]
-                if not isinstance(custom_id, str):
-                    raise TypeError
-                if "response" not in record or "error" not in record:
-                    raise LookupError
-            except (ValueError, TypeError, LookupError):
-                raise ConfigurationError(
-                    "line %d of %r is not a line of a batch output: give another output file" % (number, self.path)
-                ) from None
-            if custom_id in self.done:
-                raise ConfigurationError("the custom_id %r is in %r twice" % (custom_id, self.path))
-            self.done[custom_id] = (offset, len(line))
-            if _is_failure(record):
-                failed.add(custom_id)
-            offset += len(line) + 1
-        if whole < len(data):
-            log.debug("dropping a torn last line of %s", self.path)
-            self.file.truncate(whole)
-            os.fsync(self.file.fileno())
         if retry_errors and failed:
-            self.rewrite(data[:whole], failed)
+            self.rewrite(failed)
 
-    def rewrite(self, data, failed):
+    def rewrite(self, failed):
         """The output without the lines of failed items, swapped in atomically."""
-        kept, self.done, offset = [], {}, 0
-        for line in data.split(b"\n")[:-1]:
-            custom_id = _loads(line)["custom_id"]
-            if custom_id not in failed:
-                kept.append(line + b"\n")
-                self.done[custom_id] = (offset, len(line))
-                offset += len(line) + 1
+        done, self.done, offset = self.done, {}, 0
         temporary = self.path + ".tmp"
         try:
-            with open(temporary, "wb") as f:
-                f.writelines(kept)
+            with open(self.path, "rb") as source, open(temporary, "wb") as f:
+                for custom_id, (start, length) in sorted(done.items(), key=lambda pair: pair[1][0]):
+                    if custom_id in failed:
+                        continue
+                    source.seek(start)
+                    f.write(source.read(length + 1))
+                    self.done[custom_id] = (offset, length)
+                    offset += length + 1
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temporary, self.path)
@@ -4495,7 +4502,7 @@ class _Batch:
             cls = globals().get(str(error.get("code")))
             cls = cls if isinstance(cls, type) and issubclass(cls, OpenAICompatError) else OpenAICompatError
             item.error = cls(str(error.get("message", "")))
-        elif status != 200:
+        elif status >= 400:
             call = _Call(None, request.get("model") or self.model or self.client.model)
             call.embeddings = kind == "embeddings"
             call.tools = _tool_names(request.get("tools"), request.get("functions"))
@@ -4519,8 +4526,12 @@ class _Recorded:
 
 
 def _item_id(item, index):
-    custom_id = item.get("custom_id") if isinstance(item, dict) else None
-    return custom_id if isinstance(custom_id, str) else "item-%d" % index
+    if not isinstance(item, dict) or "custom_id" not in item:
+        return "item-%d" % index
+    if not isinstance(item["custom_id"], str) or not item["custom_id"]:
+        raise ConfigurationError("item %d has the custom_id %s: a custom_id is a non-empty string"
+                                 % (index, _finish(repr(item["custom_id"]), _EXCERPT_LIMIT)))
+    return item["custom_id"]
 
 
 def _batch_request(item, index, model, params):
@@ -4532,7 +4543,8 @@ def _batch_request(item, index, model, params):
     elif isinstance(item, list):
         body, kind = {"messages": item}, "chat"
     elif isinstance(item, dict) and ("body" in item or "url" in item):
-        if str(item.get("method", "POST")).upper() != "POST" or item.get("url") not in _BATCH_URLS:
+        url = item.get("url")
+        if str(item.get("method", "POST")).upper() != "POST" or not isinstance(url, str) or url not in _BATCH_URLS:
             raise ConfigurationError(
                 "item %d (%s) asks for %s %s: a batch sends POST /v1/chat/completions or /v1/embeddings"
                 % (index, custom_id, item.get("method", "POST"), item.get("url"))
@@ -4571,6 +4583,7 @@ def _batch_request(item, index, model, params):
             raise ConfigurationError("item %d (%s) asks for %s, which a batch does not do" % (index, custom_id, name))
     try:
         _check_params(body)
+        _think_tags(body.get("think_tags"))
     except ConfigurationError as exc:
         raise ConfigurationError("item %d (%s): %s" % (index, custom_id, exc.detail)) from None
     return custom_id, kind, body
@@ -4585,9 +4598,21 @@ def _error_record(exc):
     return None, {"code": type(exc).__name__.replace("MidStream", "").lstrip("_"), "message": str(exc)}
 
 
-def _is_failure(record):
-    status = _dig(record, "response", "status_code")
-    return bool(record.get("error")) or not isinstance(status, int) or status >= 400
+def _output_line(line, number, path):
+    """(custom_id, whether it records a failure) of one line of an output file."""
+    try:
+        record = _loads(line)
+        custom_id, response, error = record["custom_id"], record["response"], record["error"]
+        if not isinstance(custom_id, str) or not (
+            isinstance(_dig(response, "status_code"), int) and error is None
+            or response is None and isinstance(error, dict)
+        ):
+            raise TypeError
+    except (ValueError, TypeError, LookupError):
+        raise ConfigurationError(
+            "line %d of %r is not a line of a batch output: give another output file" % (number, path)
+        ) from None
+    return custom_id, error is not None or response["status_code"] >= 400
 
 
 

@@ -1234,3 +1234,59 @@ def test_sigint_exits_130_with_nothing_half_written_and_a_rerun_completes(fake, 
     assert sorted(fake.prompts()) == sorted("q%d" % i for i in range(20, 40))
     assert {cid: text_of(r) for cid, r in by_id(out).items()} == {
         "line-%d" % (i + 1): "echo: q%d" % i for i in range(40)}
+
+
+# -- Review findings: hostile items and files ----------------------------------
+
+
+@pytest.mark.parametrize("item, words", [
+    ({"custom_id": 5, "prompt": "five"}, "custom_id is a non-empty string"),
+    ({"custom_id": "", "prompt": "empty"}, "custom_id is a non-empty string"),
+    ({"custom_id": "x", "url": ["/v1/chat/completions"], "body": {}}, "a batch sends POST"),
+    ({"prompt": "z", "think_tags": "maybe"}, "think_tags must be"),
+], ids=["int-custom-id", "empty-custom-id", "url-a-list", "think-tags"])
+def test_an_item_that_cannot_be_sent_is_refused_before_anything_is_sent(fake, connect, item, words):
+    with pytest.raises(boc.ConfigurationError, match=words):
+        list(connect().batch(["a", item, "b"]))
+    assert fake.prompts() == []
+
+
+def test_tools_that_are_no_list_go_to_the_server_as_they_are(fake, connect):
+    # The client does not judge a payload value it does not use; the server does.
+    [item] = list(connect().batch([{"prompt": "z", "tools": 5}]))
+    assert item.error is None and fake.prompts() == ["z"]
+
+
+def test_the_command_line_refuses_a_line_with_a_number_for_custom_id(fake, tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"custom_id": 5, "prompt": "five"}\n"six"\n')
+    code = boc.main(["batch", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url", fake.server.url,
+                     "--model", "m"])
+    err = capsys.readouterr().err
+    assert code == 9 and "line 1: " in err and "custom_id is a non-empty string" in err
+    assert fake.prompts() == ["six"]
+
+
+@pytest.mark.parametrize("line", [
+    '{"custom_id": "a", "response": {"status_code": "500", "body": null}, "error": null}',
+    '{"custom_id": "a", "response": null, "error": "boom"}',
+    '{"custom_id": "a", "response": {"status_code": 200, "body": {}}, "error": {"code": "x"}}',
+], ids=["status-a-string", "error-a-string", "both"])
+def test_an_output_line_of_another_shape_is_refused(fake, connect, tmp_path, line):
+    out = tmp_path / "out.jsonl"
+    out.write_text(line + "\n")
+    with pytest.raises(boc.ConfigurationError, match="line 1 of .* is not a line of a batch output"):
+        list(connect().batch(["a"], output=out))
+    assert out.read_text() == line + "\n" and fake.prompts() == []
+
+
+def test_an_output_that_cannot_be_written_stops_the_batch_with_our_error(fake, connect, tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(boc.os, "fsync", full)
+    with pytest.raises(boc.ConfigurationError, match="cannot write the output file .*No space left"):
+        list(connect().batch(["a", "b"], output=tmp_path / "out.jsonl"))
+    monkeypatch.setattr(boc.os, "fsync", real_fsync)

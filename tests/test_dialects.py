@@ -434,3 +434,10 @@ def test_unknown_content_parts_stay_out_of_the_text(mocked, client, part):
     result = client.chat("Hi")
     assert result.text == "The answer"
     assert result.raw["choices"][0]["message"]["content"][1] == part
+
+
+@pytest.mark.parametrize("content", [{"secret": "x"}, 5, True], ids=["object", "number", "boolean"])
+def test_content_of_another_type_is_an_invalid_response_not_text(mocked, client, content):
+    mocked.post(URL, json=completion(content))
+    with pytest.raises(boc.InvalidResponse, match="not text or a list of parts"):
+        client.chat("Hi")

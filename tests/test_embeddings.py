@@ -164,3 +164,12 @@ def test_indexes_on_only_some_items_are_invalid(mocked, client):
     mocked.post(EMBED_URL, json={"object": "list", "data": data})
     with pytest.raises(boc.InvalidResponse, match="index"):
         client.embed(["a", "b"])
+
+
+def test_a_number_too_big_for_a_float_is_invalid(mocked):
+    import responses
+
+    mocked.add(responses.POST, BASE + "/embeddings",
+               body='{"data": [{"index": 0, "embedding": [1, %s]}]}' % ("9" * 400), content_type="application/json")
+    with pytest.raises(boc.InvalidResponse, match="unexpected shape"):
+        boc.Client(BASE, model="m").embed("x")

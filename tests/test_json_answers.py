@@ -424,3 +424,12 @@ SCHEMA_CHECKS = [
 def test_the_small_schema_checker(schema, value, problem):
     found = boc._schema_problem(schema, value)
     assert (found is None) if problem is None else (problem in found), found
+
+
+def test_a_stream_takes_reask_0_only(client, mocked):
+    mocked.post(URL, body=b'data: {"choices":[{"delta":{"content":"[1]"},"finish_reason":"stop"}]}\n\n',
+                content_type="text/event-stream")
+    with client.stream("Hi", schema={"type": "array"}, reask=0) as stream:
+        assert stream.result.parsed == [1]
+    with pytest.raises(boc.ConfigurationError, match="cannot ask again"):
+        client.stream("Hi", schema={"type": "array"}, reask=1)

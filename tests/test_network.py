@@ -565,3 +565,13 @@ def test_names_that_only_look_loopback_go_through_the_proxy(answering_proxy, mon
 ])
 def test_is_loopback_table(url, loopback):
     assert boc._is_loopback(url) is loopback
+
+
+def test_a_redirect_to_a_location_requests_cannot_parse_is_said_and_not_retried():
+    server = sv.Server(sv.answer(status=307, headers=["Location: http://[::1/x"], ctype="text/plain"))
+    try:
+        with pytest.raises(boc.ConnectionFailed, match="redirected to 'http://\\[::1/x', which is not a valid") as info:
+            boc.Client(server.url, model="m", max_retries=2).chat("Hi")
+        assert info.value.retryable is False and len(server.requests) == 1
+    finally:
+        server.close()
