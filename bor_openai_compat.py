@@ -5536,7 +5536,8 @@ class _Doctor:
         origin = "%s://%s" % (parts.scheme, parts.netloc)
         for candidate in (client.base_url + "/v1", origin + "/v1"):
             try:
-                Client(candidate, self.args.api_key, timeout=5, max_retries=0).models()
+                with Client(candidate, self.args.api_key, timeout=5, max_retries=0) as probe:
+                    probe.models()
                 return candidate
             except OpenAICompatError:
                 continue
@@ -5567,7 +5568,8 @@ class _Doctor:
         for name, url in _LOCAL_SERVERS:
             url = url.replace("localhost", "127.0.0.1")
             try:
-                models = Client(url, self.args.api_key, timeout=3, connect_timeout=1, max_retries=0).models()
+                with Client(url, self.args.api_key, timeout=3, connect_timeout=1, max_retries=0) as probe:
+                    models = probe.models()
             except ConnectionFailed:
                 self.out.line("  nothing at %s (%s)" % (url, name))
                 continue
@@ -5583,8 +5585,6 @@ class _Doctor:
 
 def _tiny_png():
     """An 8x8 red PNG, made here so that doctor --vision needs no file."""
-    import struct
-    import zlib
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -4,15 +4,12 @@ behaviour the README promises. See the report on branch ``attack``.
 """
 import json
 import logging
-import os
-import socket
 import threading
 import time
 
 import pytest
 import requests
 import responses
-from responses import matchers
 
 import bor_openai_compat as boc
 import server as sv
