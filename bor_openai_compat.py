@@ -1614,6 +1614,9 @@ class ChatStream:
         # The generator must not hold self: without a cycle, a stream that
         # is simply dropped closes its connection at once.
         self._deltas = _deltas(self._body, self._acc, response, client, call, client.max_event_bytes)
+        # Dropped before its first delta, the generator never runs its finally:
+        # the watchdog's timer would wait for stream_timeout.
+        weakref.finalize(self, self._body.finish)
 
     def __iter__(self) -> Iterator[StreamDelta]:
         return self._deltas  # the generator itself: no call of ours per delta

@@ -1,4 +1,5 @@
 """Streaming: SSE framing, accumulation, and tokens arriving as they are sent."""
+import gc
 import json
 import threading
 import time
@@ -209,3 +210,19 @@ def test_leaving_the_with_block_closes(fault_server):
     assert stream.response.raw.closed
     with pytest.raises(StopIteration):
         next(stream)
+
+
+def test_a_stream_dropped_before_its_first_delta_leaves_no_timer(fault_server):
+    # With stream_timeout, a watchdog's timer bounds the call; a stream that
+    # is made and dropped unread must not keep it for the whole stream_timeout.
+    fault_server.script(sv.answer(sse(chunk("a"), chunk(finish="stop")), ctype="text/event-stream"))
+    client = boc.Client(fault_server.url, model="m", stream_timeout=600)
+    timers = lambda: [t for t in threading.enumerate() if isinstance(t, threading.Timer)]  # noqa: E731
+    stream = client.stream("Hi")
+    assert len(timers()) == 1
+    del stream
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while timers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert timers() == []
