@@ -1193,7 +1193,6 @@ class Client:
 
     def _call(self, messages, model, images, params, stream, timeout, stream_timeout):
         think_tags = _think_tags(params.pop("think_tags", self.think_tags))
-        schema_mode = params.pop("_schema_mode", None)  # set by _JSONCall
         model = model or self.model
         if not model:
             raise ConfigurationError(
@@ -1231,7 +1230,6 @@ class Client:
             limit=self._limit(stream_timeout),
         )
         call.think_tags = think_tags
-        call.schema = schema_mode
         call.tools = _tool_names(params.get("tools"), params.get("functions"))
         call.params = frozenset(params)
         call.prompt_chars = prompt_chars
@@ -1581,7 +1579,8 @@ class Client:
             # LM Studio answers a wrong path with 200 {"error": "Unexpected endpoint..."}.
             where = "%s %s" % (response.request.method, _safe_url(response.url))
             raise self._error(response.status_code, data, call, where)
-        result = _parse_completion(data, response, call.think_tags)
+        result = _parse_completion(data, "%s answered %s" % (_safe_url(response.url), response.status_code),
+                                   call.think_tags)
         result.warnings = _warnings(result, call, self._infos.get(call.model))
         return result
 
@@ -1933,7 +1932,7 @@ class _Call:
     """What a request needs to know about the call that made it."""
 
     __slots__ = (
-        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "schema", "embeddings",
+        "body", "model", "stream", "images", "timeout", "limit", "deadline", "think_tags", "embeddings",
         "watchdog", "tools", "params", "prompt_chars", "attempts", "stop",
     )
 
@@ -1946,7 +1945,6 @@ class _Call:
         self.limit = limit  # seconds for the whole call, or None
         self.deadline = time.monotonic() + limit if limit is not None else None
         self.think_tags = None  # how <think> in the content is split off
-        self.schema = False  # a JSON schema was sent in response_format
         self.embeddings = False  # a POST /embeddings
         self.watchdog = None  # of the request under way (see Client._request)
         self.tools = ()  # the names of the tools sent
@@ -3927,8 +3925,8 @@ def _choice_index(choice):
     return index if index.__class__ is int else 0
 
 
-def _parse_completion(data, response, think_tags=None):
-    """A ChatResult from the JSON of a non-stream answer.
+def _parse_completion(data, where, think_tags=None):
+    """A ChatResult from the JSON of a non-stream answer (``where``: whence, for a message).
 
     The answer is read as one chunk whose choice has a whole ``message``, so
     every dialect the stream reader knows works here too.
@@ -3936,8 +3934,7 @@ def _parse_completion(data, response, think_tags=None):
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices, list):
         raise InvalidResponse(
-            "%s answered %s without the 'choices' of a chat completion"
-            % (_safe_url(response.url), response.status_code),
+            "%s without the 'choices' of a chat completion" % where,
             excerpt=_json_text(data),
         )
     acc = _Accumulator(None, think_tags)
@@ -4083,7 +4080,6 @@ class _JSONCall:
     def call(self, messages, images, params, mode, stream):
         params = dict(params)
         if mode is not None:
-            params["_schema_mode"] = mode
             if mode == "json_schema":
                 params["response_format"] = _schema_format(self.schema, params, self.strict)
             else:
@@ -4515,17 +4511,8 @@ class _Batch:
         elif isinstance(_dig(body, "data"), list):
             item.result = _embeddings(body, len(body["data"]), self.path)
         else:
-            item.result = _parse_completion(body, _Recorded(self.path), None)
+            item.result = _parse_completion(body, "the output file %s" % self.path)
         return item
-
-
-class _Recorded:
-    """Where an answer read back from an output file came from, for messages."""
-
-    status_code = 200
-
-    def __init__(self, path):
-        self.url = path
 
 
 def _item_id(item, index):

@@ -18,7 +18,6 @@ does not reconnect) and decoding the JSON answer. With a llama-server at hand
 ``gguf`` package, they also run a batch against a real one with ``--parallel 4``.
 """
 import argparse
-import glob
 import importlib.util
 import json
 import os
@@ -181,16 +180,6 @@ def batch_figures(base, n, workers, reps):
     return {k: statistics.median(v) for k, v in walls.items()}, {k: min(v) for k, v in cpus.items()}
 
 
-def llama_server_binary():
-    path = os.environ.get("LLAMA_SERVER")
-    if path and os.access(path, os.X_OK):
-        return path
-    cache = os.environ.get("BOR_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bor-openai-compat")
-    found = sorted(glob.glob(os.path.join(cache, "llama-server-*", "bin", "llama-server")))
-    return found[-1] if found else None
-
-
 def start_llama(binary, model, parallel):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -215,10 +204,12 @@ def start_llama(binary, model, parallel):
 def llama_parallel(n, reps, tokens):
     """Median wall seconds of a batch of ``n`` items at workers 1 and 4 against
     llama-server --parallel 4 serving a tiny model, or a reason why not."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    from binaries import llama_server_binary
+
     binary = llama_server_binary()
     if not binary:
         return "no llama-server (run .ci/build-llama-server or set LLAMA_SERVER)"
-    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
     try:
         from tinymodel import write_model
     except ImportError as exc:

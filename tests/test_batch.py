@@ -21,7 +21,7 @@ import pytest
 
 import bor_openai_compat as boc
 import server as sv
-from helpers import BASE, ROOT, URL, asleep, completion, free_port
+from helpers import BASE, CANARY_KEY, ROOT, URL, asleep, completion, free_port
 
 EMBED_URL = BASE + "/embeddings"
 
@@ -1290,3 +1290,18 @@ def test_an_output_that_cannot_be_written_stops_the_batch_with_our_error(fake, c
     with pytest.raises(boc.ConfigurationError, match="cannot write the output file .*No space left"):
         list(connect().batch(["a", "b"], output=tmp_path / "out.jsonl"))
     monkeypatch.setattr(boc.os, "fsync", real_fsync)
+
+
+def test_an_error_that_echoes_the_key_is_recorded_without_it(tmp_path, mocked):
+    # A server that quotes the Authorization header in its 400: the output
+    # file keeps the answer, not the key.
+
+    def refuse(request):
+        return 400, {}, json.dumps({"error": {"message": "bad request from " + request.headers["Authorization"]}})
+
+    mocked.add_callback("POST", URL, callback=refuse)
+    out = tmp_path / "out.jsonl"
+    [item] = list(boc.Client(BASE, api_key=CANARY_KEY, model="m", max_retries=0).batch(["a"], output=out))
+    assert isinstance(item.error, boc.BadRequest)
+    text = out.read_text()
+    assert CANARY_KEY not in text and "bad request from Bearer ***" in text

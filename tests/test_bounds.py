@@ -219,21 +219,23 @@ def test_json_over_many_data_lines_is_joined_with_lf_in_linear_time(split):
     assert len(deltas[0].raw["pad"]) == 300_001
 
 
+def _trickling_head(conn, request):
+    """A status line, then a header line every 0.1 s: a minute of headers."""
+    try:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for i in range(600):
+            time.sleep(0.1)
+            conn.sendall(b"X-A%d: b\r\n" % (i % 90) if i < 90 else b"x")
+    except OSError:
+        pass
+    return False
+
+
 @pytest.mark.parametrize("call", ["chat", "stream", "models"])
 def test_stream_timeout_bounds_headers_that_trickle(fault_server, call):
     # Each read waits no longer than the time left, yet a header line every
     # 0.1 s would make reads for minutes: the call still ends at its deadline.
-    def trickle(conn, request):
-        conn.sendall(b"HTTP/1.1 200 OK\r\n")
-        try:
-            for i in range(600):
-                time.sleep(0.1)
-                conn.sendall(b"X-A%d: b\r\n" % (i % 90) if i < 90 else b"x")
-        except OSError:
-            pass
-        return False
-
-    fault_server.script(trickle)
+    fault_server.script(_trickling_head)
     client = boc.Client(fault_server.url, model="m", stream_timeout=1, timeout=5, max_retries=0)
     calls = {"chat": lambda: client.chat("Hi"), "stream": lambda: client.stream("Hi"), "models": client.models}
     outcome, took = run(calls[call])
@@ -351,18 +353,6 @@ def test_a_post_redirect_that_is_not_followed_does_not_read_the_body(fault_serve
 
 
 # -- stream_timeout through an HTTP proxy --
-
-
-def _trickling_head(conn, request):
-    """A status line, then a header line every 0.1 s: a minute of headers."""
-    try:
-        conn.sendall(b"HTTP/1.1 200 OK\r\n")
-        for i in range(600):
-            time.sleep(0.1)
-            conn.sendall(b"X-A%d: b\r\n" % (i % 90) if i < 90 else b"x")
-    except OSError:
-        pass
-    return False
 
 
 @pytest.fixture

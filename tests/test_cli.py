@@ -517,3 +517,12 @@ def test_models_long_loads_nothing(mocked, env, capsys):
     ]
     assert {c.request.method for c in mocked.calls} == {"GET", "POST"}
     assert not [c for c in mocked.calls if "chat" in c.request.url or "load" in c.request.url]
+
+
+def test_models_long_writes_out_what_a_terminal_would_act_on(mocked, env, capsys):
+    # A model id a server chose: an OSC title sequence and a screen clear
+    # show as text, on one line, wherever the output goes.
+    mocked.get(BASE + "/models", json={"object": "list", "data": [{"id": "evil\x1b]0;pwned\x07\x1b[2Jname"}]})
+    code, out, _ = run(capsys, "models", "--long")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert "evil\\x1b]0;pwned\\x07\\x1b[2Jname" in out.splitlines()[1]

@@ -16,7 +16,7 @@ from responses import matchers
 
 import bor_openai_compat as boc
 import server as sv
-from helpers import BASE, URL, chunk, completion, feed, sse
+from helpers import BASE, CANARY_KEY, URL, chunk, completion, endless, feed, peak_memory, sse
 
 ROOT = "http://api.test"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20
@@ -1054,3 +1054,38 @@ def test_image_wording_without_images_is_a_bad_request(mocked, client, message):
     with pytest.raises(boc.BadRequest) as caught:
         client.chat("Hi")
     assert type(caught.value) is boc.BadRequest
+
+
+# -- Hostile native paths ------------------------------------------------------
+
+
+def echo_key(request):
+    """An Ollama /api/show that echoes the Authorization header in its answer."""
+    key = request.headers.get("authorization", "")
+    return json.dumps({"model_info": {"general.architecture": "llama", "llama.context_length": 4096,
+                                      "general.echo": key}, "capabilities": ["completion"],
+                       "license": "sent with " + key}).encode()
+
+
+def test_a_key_echoed_by_a_native_path_stays_out_of_model_info(fault_server):
+    models = json.dumps(listing({"id": "m", "object": "model", "owned_by": "library"})).encode()
+    fault_server.script(sv.reply(200, models), sv.answer(echo_key), sv.reply(200, b'{"models": []}'))
+    with boc.Client(fault_server.url, api_key=CANARY_KEY, model="m", max_retries=0) as c:
+        info = c.model_info()
+    assert info.server == "ollama" and info.max_context_length == 4096
+    shown = repr(info) + json.dumps(info.raw) + repr(info.sources)
+    assert CANARY_KEY not in shown and "***" in json.dumps(info.raw["/api/show"])
+
+
+def test_a_native_path_that_sends_gigabytes_says_nothing_in_bounded_memory(fault_server):
+    # /api/show answering an endless body: read up to max_event_bytes, then
+    # dropped; the listing's answer still stands.
+    models = json.dumps(listing({"id": "m", "object": "model", "owned_by": "library"})).encode()
+    fault_server.script(sv.reply(200, models),
+                        sv.answer(endless(b'{"model_info": {"pad": "' + b"x" * 65536, 4 << 30), framing="chunked"),
+                        sv.reply(404, b"404 page not found", ctype="text/plain"))
+    with boc.Client(fault_server.url, model="m", max_retries=0, max_event_bytes=1 << 20) as c, \
+            peak_memory() as box:
+        info = c.model_info(stream_timeout=20)
+    assert info.server is None and info.sources == ["/models"]
+    assert box["peak"] < 16 << 20

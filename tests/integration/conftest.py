@@ -6,7 +6,6 @@ by ``tinymodel.py``; llama-cpp-python's own server serves one of them; the
 LiteLLM proxy serves mocked models. When a server is
 missing its tests skip, except under ``CI=true``, where that is a failure.
 """
-import glob
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ import time
 import pytest
 import requests
 
+from binaries import llama_server_binary
 from helpers import free_port
 
 LLAMA_KEY = "sk-llama-test-key"
@@ -89,16 +89,6 @@ class Server:
         self.log.close()
 
 
-def llama_server_binary():
-    path = os.environ.get("LLAMA_SERVER")
-    if path and os.access(path, os.X_OK):
-        return path
-    cache = os.environ.get("BOR_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bor-openai-compat")
-    found = sorted(glob.glob(os.path.join(cache, "llama-server-*", "bin", "llama-server")))
-    return found[-1] if found else None
-
-
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     try:
@@ -150,21 +140,25 @@ def single_llama(tiny_models, tmp_path):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def llama_cpp_python_server(tiny_models, tmp_path_factory):
+def _llama_cpp_python(name, model, folder, n_ctx):
     """llama-cpp-python's own server (python -m llama_cpp.server), no key."""
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
         missing("llama-cpp-python's server is not installed (%s)" % exc)
     port = free_port()
-    log = tmp_path_factory.mktemp("llama-cpp-python") / "server.log"
-    server = Server(
-        "llama-cpp-python server",
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_models / "tiny-chat.gguf"),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"],
-        "http://127.0.0.1:%d/v1" % port, "", log,
+    return Server(
+        name,
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)],
+        "http://127.0.0.1:%d/v1" % port, "", folder / "server.log",
     )
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python_server(tiny_models, tmp_path_factory):
+    server = _llama_cpp_python("llama-cpp-python server", tiny_models / "tiny-chat.gguf",
+                               tmp_path_factory.mktemp("llama-cpp-python"), 512)
     yield server.wait_ready("/models", 60)
     server.stop()
 
@@ -294,18 +288,8 @@ def llama_router_manual(tiny_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def llama_cpp_python_small(tiny_models, tmp_path_factory):
     """llama-cpp-python's server with a window of 256 tokens."""
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError as exc:
-        missing("llama-cpp-python's server is not installed (%s)" % exc)
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama-cpp-python-small") / "server.log"
-    server = Server(
-        "llama-cpp-python server (n_ctx 256)",
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_models / "tiny-chat.gguf"),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "256"],
-        "http://127.0.0.1:%d/v1" % port, "", log,
-    )
+    server = _llama_cpp_python("llama-cpp-python server (n_ctx 256)", tiny_models / "tiny-chat.gguf",
+                               tmp_path_factory.mktemp("llama-cpp-python-small"), 256)
     server.model = str(tiny_models / "tiny-chat.gguf")
     yield server.wait_ready("/models", 60)
     server.stop()
